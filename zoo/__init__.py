@@ -1,0 +1,13 @@
+"""zoo: compact and binary convolutional networks for PyTorch.
+
+import zoo
+model = zoo.create("shufflenet_g3", num_classes=10)
+print(zoo.count(model))
+"""
+
+from zoo.counting import count
+from zoo.registry import create, list_families, list_models, model_info, register_model
+
+__version__ = "0.1.0"
+
+__all__ = ["create", "list_models", "list_families", "model_info", "register_model", "count"]

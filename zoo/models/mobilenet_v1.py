@@ -1,0 +1,106 @@
+"""MobileNet v1 (Howard et al., 2017): a 3x3 stem and 13 depthwise-separable blocks.
+
+Width multipliers scale every layer with ``int(channels * width)`` (the common PyTorch port's
+rule, which reproduces its exact parameter counts). Any input resolution works; the head pools
+globally, so the paper's resolution multiplier is just the input size.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from zoo.blocks import ConvBNAct, DepthwiseSeparable
+from zoo.models._base import ZooModel, init_weights
+from zoo.registry import ModelCfg, register_model
+
+__all__ = ["MobileNetV1"]
+
+PAPER = (
+    "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications "
+    "(arXiv:1704.04861)"
+)
+
+STEM_CHS = 32
+# (output channels, stride) of the 13 depthwise-separable blocks.
+BLOCKS = (
+    [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)]
+    + [(512, 1)] * 5
+    + [(1024, 2), (1024, 1)]
+)
+
+
+class MobileNetV1(ZooModel):
+    """MobileNet v1 at a given width multiplier."""
+
+    def __init__(
+        self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
+    ) -> None:
+        super().__init__(in_chans, num_classes)
+        if not 0 < width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {width}")
+        in_chs = int(STEM_CHS * width)
+        self.features = nn.Sequential()
+        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2))
+        for i, (chs, stride) in enumerate(BLOCKS, start=1):
+            out_chs = int(chs * width)
+            self.features.add_module(f"block{i}", DepthwiseSeparable(in_chs, out_chs, stride))
+            in_chs = out_chs
+        self._build_head(in_chs, drop_rate)
+        init_weights(self)
+
+
+_RES = {
+    "macs@224": 569e6,
+    "top1@224": 70.6,
+    "macs@192": 418e6,
+    "top1@192": 69.1,
+    "macs@160": 290e6,
+    "top1@160": 67.2,
+    "macs@128": 186e6,
+    "top1@128": 64.4,
+}
+_PORT = "pytorchcv mobilenet_w* (exact)"
+
+
+def _cfg(params: int, macs: float, top1: float, params_m: float, extra: dict | None = None):
+    published = {"params": params, "macs": macs, "top1": top1, "params_paper": params_m}
+    published.update(extra or {})
+    source = {
+        "params": _PORT,
+        "macs": "paper Table 6",
+        "top1": "paper Table 6",
+        "params_paper": "paper Table 6 (rounded)",
+    }
+    source.update({k: "paper Table 7 (resolution)" for k in (extra or {})})
+    return ModelCfg(
+        family="mobilenet_v1",
+        paper=PAPER,
+        first_conv="features.stem.conv",
+        classifier="classifier",
+        published=published,
+        published_source=source,
+    )
+
+
+@register_model(_cfg(4231976, 569e6, 70.6, 4.2e6, _RES))
+def mobilenet_v1(**kwargs) -> MobileNetV1:
+    """MobileNet v1 1.0x."""
+    return MobileNetV1(1.0, **kwargs)
+
+
+@register_model(_cfg(2585560, 325e6, 68.4, 2.6e6))
+def mobilenet_v1_x0_75(**kwargs) -> MobileNetV1:
+    """MobileNet v1 0.75x."""
+    return MobileNetV1(0.75, **kwargs)
+
+
+@register_model(_cfg(1331592, 149e6, 63.7, 1.3e6, {"macs@160": 76e6, "top1@160": 60.2}))
+def mobilenet_v1_x0_5(**kwargs) -> MobileNetV1:
+    """MobileNet v1 0.5x."""
+    return MobileNetV1(0.5, **kwargs)
+
+
+@register_model(_cfg(470072, 41e6, 50.6, 0.5e6))
+def mobilenet_v1_x0_25(**kwargs) -> MobileNetV1:
+    """MobileNet v1 0.25x."""
+    return MobileNetV1(0.25, **kwargs)

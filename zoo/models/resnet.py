@@ -1,0 +1,72 @@
+"""ResNet-18 (He et al., 2016): the XNOR-Net paper's second baseline."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from zoo.blocks import BasicBlock, ConvBNAct
+from zoo.models._base import ZooModel, init_weights
+from zoo.registry import ModelCfg, register_model
+
+__all__ = ["ResNet"]
+
+PAPER = "Deep Residual Learning for Image Recognition (arXiv:1512.03385)"
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+class ResNet(ZooModel):
+    """ResNet with basic blocks: 7x7/2 stem, max-pool, four stages, global pool, classifier."""
+
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__(in_chans, num_classes)
+        self.features = nn.Sequential()
+        self.features.add_module("stem", ConvBNAct(in_chans, 64, 7, 2))
+        self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
+        in_chs = 64
+        for i, (width, n) in enumerate(zip(STAGE_WIDTHS, layers, strict=True), start=1):
+            blocks = [
+                BasicBlock(in_chs if j == 0 else width, width, 2 if (j == 0 and i > 1) else 1)
+                for j in range(n)
+            ]
+            self.features.add_module(f"layer{i}", nn.Sequential(*blocks))
+            in_chs = width
+        self._build_head(in_chs, drop_rate)
+        init_weights(self)
+
+
+_TV = "torchvision ResNet18_Weights.IMAGENET1K_V1 meta"
+
+
+@register_model(
+    ModelCfg(
+        family="resnet",
+        paper=PAPER,
+        first_conv="features.stem.conv",
+        classifier="classifier",
+        published={
+            "params": 11689512,
+            "macs": 1.8e9,
+            "top1": 69.3,
+            "top5": 89.2,
+            "top1_torchvision": 69.758,
+            "params_survey": 5.6e6,
+        },
+        published_source={
+            "params": _TV,
+            "macs": "classic-network table (1.8G)",
+            "top1": "XNOR-Net paper (full precision)",
+            "top5": "XNOR-Net paper",
+            "top1_torchvision": _TV,
+            "params_survey": "widely copied survey table (disagrees with the model)",
+        },
+    )
+)
+def resnet18(**kwargs) -> ResNet:
+    """ResNet-18."""
+    return ResNet((2, 2, 2, 2), **kwargs)

@@ -1,0 +1,162 @@
+"""ShuffleNet v1 (Zhang et al., 2017): grouped 1x1 convs with channel shuffle.
+
+Channel rules (documented in docs/models.md):
+- stage widths are the paper's Table 1 channels times the width multiplier, and the bottleneck
+  is a quarter of that, each rounded to the nearest multiple of ``groups`` (halves round up):
+  the smallest change that lets every grouped conv split evenly. Only 0.5x/0.25x with g=2/4
+  are affected (e.g. 0.5x g2: bottleneck 25 -> 26);
+- the stem has 24 channels for 1.0x and 1.5x, 48 for 2.0x and 12 below 1.0x (the authors' code,
+  and the width at which 0.25x reaches the paper's ~13 MFLOPs), rounded up to a multiple of
+  ``groups`` so the first unit's conv branch (out - stem channels) splits into groups too.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from zoo.blocks import ConvBNAct, ShuffleV1Unit
+from zoo.models._base import ZooModel, init_weights
+from zoo.registry import ModelCfg, register
+
+__all__ = ["ShuffleNetV1", "stage_channels", "stem_channels"]
+
+PAPER = (
+    "ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices "
+    "(arXiv:1707.01083)"
+)
+
+TABLE1_CHANNELS = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+STAGE_REPEATS = (4, 8, 4)
+
+
+def _round_to(value: float, step: int) -> int:
+    return max(step, int(value / step + 0.5) * step)
+
+
+def stage_channels(groups: int, width: float) -> list[tuple[int, int]]:
+    """(output, bottleneck) channels of stages 2-4, each a multiple of ``groups``."""
+    if groups not in TABLE1_CHANNELS:
+        raise ValueError(f"groups must be one of {sorted(TABLE1_CHANNELS)}, got {groups}")
+    outs = [_round_to(c * width, groups) for c in TABLE1_CHANNELS[groups]]
+    return [(out, _round_to(out / 4, groups)) for out in outs]
+
+
+def stem_channels(groups: int, width: float) -> int:
+    """24 at 1.0x/1.5x, 48 at 2.0x, 12 below 1.0x; rounded up to a multiple of ``groups``."""
+    base = 48 if width >= 2.0 else 24 if width >= 1.0 else 12
+    return -(-base // groups) * groups
+
+
+class ShuffleNetV1(ZooModel):
+    """ShuffleNet v1 with ``groups`` in {1, 2, 3, 4, 8} at any width multiplier."""
+
+    def __init__(
+        self,
+        groups: int = 3,
+        width: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        stem_chs: int | None = None,
+    ) -> None:
+        super().__init__(in_chans, num_classes)
+        widths = stage_channels(groups, width)
+        in_chs = stem_chs or stem_channels(groups, width)
+        self.groups = groups
+        self.features = nn.Sequential()
+        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2))
+        self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
+        for stage, ((out_chs, mid_chs), repeats) in enumerate(
+            zip(widths, STAGE_REPEATS, strict=True), 2
+        ):
+            units = []
+            for i in range(repeats):
+                group_first = not (stage == 2 and i == 0)
+                units.append(
+                    ShuffleV1Unit(in_chs, out_chs, groups, 2 if i == 0 else 1, group_first, mid_chs)
+                )
+                in_chs = out_chs
+            self.features.add_module(f"stage{stage}", nn.Sequential(*units))
+        self._build_head(in_chs, drop_rate)
+        init_weights(self)
+
+
+# Published figures: Table 2 top-1 error (-> accuracy), Table 1/2 complexity, common-port params.
+_TABLE1_MFLOPS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
+_TABLE2_ERR = {
+    1.0: {1: 33.6, 2: 32.7, 3: 32.6, 4: 32.8, 8: 32.4},
+    0.5: {1: 45.1, 2: 44.4, 3: 43.2, 4: 41.6, 8: 42.3},
+    0.25: {1: 57.1, 2: 56.8, 3: 55.0, 4: 54.2, 8: 52.7},
+}
+_TABLE2_MFLOPS = {0.5: 38, 0.25: 13}
+_TABLE5 = {(2.0, 3): (524, 26.3), (1.5, 3): (292, 28.5)}
+_PORT_PARAMS = {
+    (1.0, 1): 1531936,
+    (1.0, 2): 1733848,
+    (1.0, 3): 1865728,
+    (1.0, 4): 1968344,
+    (1.0, 8): 2434768,
+}
+_MEGVII = {
+    (1.0, 3): (138, 32.2),
+    (1.0, 8): (138, 32.0),
+    (2.0, 3): (524.1, 25.9),
+    (1.5, 3): (292.4, 28.4),
+    (0.5, 3): (38, 42.7),
+    (0.5, 8): (40, 41.2),
+}
+WIDTHS = {0.25: "x0_25", 0.5: "x0_5", 1.0: "", 1.5: "x1_5", 2.0: "x2_0"}
+
+
+def _published(groups: int, width: float) -> tuple[dict, dict]:
+    pub, src = {}, {}
+    if width == 1.0:
+        pub["macs"], src["macs"] = _TABLE1_MFLOPS[groups] * 1e6, "paper Table 1"
+    elif width in _TABLE2_MFLOPS:
+        pub["macs"], src["macs"] = _TABLE2_MFLOPS[width] * 1e6, "paper Table 2 (approx.)"
+    if width in _TABLE2_ERR:
+        pub["top1"], src["top1"] = 100 - _TABLE2_ERR[width][groups], "paper Table 2"
+    if (width, groups) in _TABLE5:
+        macs, err = _TABLE5[(width, groups)]
+        pub.update(macs=macs * 1e6, top1=100 - err)
+        src.update(macs="paper Table 5", top1="paper Table 5")
+    if (width, groups) in _PORT_PARAMS:
+        pub["params"], src["params"] = _PORT_PARAMS[(width, groups)], "pytorchcv port (exact)"
+    if (width, groups) in _MEGVII:
+        macs, err = _MEGVII[(width, groups)]
+        pub.update(macs_megvii=macs * 1e6, top1_megvii=100 - err)
+        src.update(macs_megvii="Megvii ShuffleNet-Series", top1_megvii="Megvii checkpoint")
+    return pub, src
+
+
+def _register_all() -> None:
+    for width, suffix in WIDTHS.items():
+        for groups in TABLE1_CHANNELS:
+            name = f"shufflenet_g{groups}" + (f"_{suffix}" if suffix else "")
+            pub, src = _published(groups, width)
+
+            def builder(_g=groups, _w=width, **kwargs) -> ShuffleNetV1:
+                return ShuffleNetV1(_g, _w, **kwargs)
+
+            builder.__doc__ = f"ShuffleNet v1 {width}x, {groups} groups."
+            register(
+                name,
+                builder,
+                ModelCfg(
+                    family="shufflenet_v1",
+                    paper=PAPER,
+                    first_conv="features.stem.conv",
+                    classifier="classifier",
+                    published=pub,
+                    published_source=src,
+                ),
+            )
+
+
+_register_all()

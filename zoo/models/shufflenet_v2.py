@@ -1,0 +1,102 @@
+"""ShuffleNet v2 (Ma et al., 2018): channel split, two branches, concat and shuffle."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from zoo.blocks import ConvBNAct, ShuffleV2Unit
+from zoo.models._base import ZooModel, init_weights
+from zoo.registry import ModelCfg, register_model
+
+__all__ = ["ShuffleNetV2"]
+
+PAPER = (
+    "ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design (arXiv:1807.11164)"
+)
+
+STAGE_REPEATS = (4, 8, 4)
+# Stem, stage 2-4 and final 1x1 conv widths per width multiplier (paper Table 5).
+WIDTHS = {
+    0.5: (24, 48, 96, 192, 1024),
+    1.0: (24, 116, 232, 464, 1024),
+    1.5: (24, 176, 352, 704, 1024),
+    2.0: (24, 244, 488, 976, 2048),
+}
+
+
+class ShuffleNetV2(ZooModel):
+    """ShuffleNet v2 at width 0.5x, 1.0x, 1.5x or 2.0x."""
+
+    def __init__(
+        self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
+    ) -> None:
+        super().__init__(in_chans, num_classes)
+        if width not in WIDTHS:
+            raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width}")
+        stem_chs, *stage_chs, last_chs = WIDTHS[width]
+        self.features = nn.Sequential()
+        self.features.add_module("stem", ConvBNAct(in_chans, stem_chs, 3, 2))
+        self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
+        in_chs = stem_chs
+        for stage, (out_chs, repeats) in enumerate(
+            zip(stage_chs, STAGE_REPEATS, strict=True), start=2
+        ):
+            units = [
+                ShuffleV2Unit(in_chs if i == 0 else out_chs, out_chs, 2 if i == 0 else 1)
+                for i in range(repeats)
+            ]
+            self.features.add_module(f"stage{stage}", nn.Sequential(*units))
+            in_chs = out_chs
+        self.features.add_module("head_conv", ConvBNAct(in_chs, last_chs, 1))
+        self._build_head(last_chs, drop_rate)
+        init_weights(self)
+
+
+_TV = "torchvision ShuffleNet_V2_*_Weights meta"
+
+
+def _cfg(macs: float, params: int, err: float, tv_top1: float, params_m: float) -> ModelCfg:
+    return ModelCfg(
+        family="shufflenet_v2",
+        paper=PAPER,
+        first_conv="features.stem.conv",
+        classifier="classifier",
+        published={
+            "macs": macs,
+            "params": params,
+            "top1": 100 - err,
+            "top1_torchvision": tv_top1,
+            "params_paper": params_m,
+        },
+        published_source={
+            "macs": "ShuffleNet v2 paper",
+            "params": _TV,
+            "top1": "ShuffleNet v2 paper",
+            "top1_torchvision": _TV,
+            "params_paper": "paper (rounded)",
+        },
+    )
+
+
+@register_model(_cfg(41e6, 1366792, 39.7, 60.552, 1.4e6))
+def shufflenet_v2_x0_5(**kwargs) -> ShuffleNetV2:
+    """ShuffleNet v2 0.5x."""
+    return ShuffleNetV2(0.5, **kwargs)
+
+
+@register_model(_cfg(146e6, 2278604, 30.6, 69.362, 2.3e6))
+def shufflenet_v2_x1_0(**kwargs) -> ShuffleNetV2:
+    """ShuffleNet v2 1.0x."""
+    return ShuffleNetV2(1.0, **kwargs)
+
+
+@register_model(_cfg(299e6, 3503624, 27.4, 72.996, 3.5e6))
+def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
+    """ShuffleNet v2 1.5x."""
+    return ShuffleNetV2(1.5, **kwargs)
+
+
+@register_model(_cfg(591e6, 7393996, 25.1, 76.230, 7.4e6))
+def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
+    """ShuffleNet v2 2.0x."""
+    return ShuffleNetV2(2.0, **kwargs)
