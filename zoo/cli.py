@@ -97,8 +97,13 @@ def _pub(published: dict, key: str, fmt: Callable[[float], str] | None = None) -
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from zoo.reproduce import write_tables
 
+    accuracy = None
+    if args.imagenet:
+        from zoo.train.validate import validate_models
+
+        accuracy = validate_models(args.pattern, args.imagenet)
     with console.status("measuring every registered model..."):
-        rows = write_tables(args.out, args.pattern)
+        rows = write_tables(args.out, args.pattern, accuracy, args.plot)
     table = Table(title="Published vs measured complexity")
     for col in ("model", "quantity", "published", "measured", "diff", "ok"):
         table.add_column(col, justify="left" if col in ("model", "quantity") else "right")
@@ -146,7 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("reproduce", help="rebuild the papers' complexity tables into docs/")
     p.add_argument("--out", default="docs/tables.md")
+    p.add_argument("--plot", default="docs/accuracy_vs_macs.png")
     p.add_argument("--pattern", default="*")
+    p.add_argument(
+        "--imagenet",
+        metavar="DIR",
+        default=None,
+        help="ImageNet val ImageFolder: measure top-1/top-5 of models with weights",
+    )
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("summary", help="binary-aware per-layer summary of a model")
     p.add_argument("name")

@@ -166,10 +166,22 @@ def render_markdown(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_tables(path: str | Path = "docs/tables.md", pattern: str = "*") -> list[Row]:
-    """Measure, write the markdown file atomically, and return the rows."""
+def write_tables(
+    path: str | Path = "docs/tables.md",
+    pattern: str = "*",
+    accuracy: dict[str, dict] | None = None,
+    plot: str | Path | None = "docs/accuracy_vs_macs.png",
+) -> list[Row]:
+    """Measure, write the paper tables and per-family detail atomically, plot; return rows."""
+    from zoo.paper_tables import plot_accuracy_vs_macs, render_paper_tables
     from zoo.utils import atomic_write_text
 
     rows = complexity_rows(pattern)
-    atomic_write_text(Path(path), render_markdown(rows))
+    text = render_paper_tables(accuracy)
+    if plot:
+        plot_accuracy_vs_macs(plot, accuracy)
+        text += f"\n![accuracy vs MACs]({Path(plot).name})\n"
+    atomic_write_text(
+        Path(path), text + "\n" + render_markdown(rows).replace("# ", "# Detail: ", 1)
+    )
     return rows
