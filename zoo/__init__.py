@@ -6,8 +6,18 @@ print(zoo.count(model))
 """
 
 from zoo.counting import count
+from zoo.pretrained import data_config, transforms
 from zoo.registry import create, list_families, list_models, model_info, register_model
 
 __version__ = "0.1.0"
 
-__all__ = ["create", "list_models", "list_families", "model_info", "register_model", "count"]
+__all__ = [
+    "create",
+    "list_models",
+    "list_families",
+    "model_info",
+    "register_model",
+    "count",
+    "data_config",
+    "transforms",
+]

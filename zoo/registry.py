@@ -192,6 +192,11 @@ def create(
         raise _unknown(arch)
     _check_positive_int(num_classes, "num_classes", "pass e.g. num_classes=10")
     _check_positive_int(in_chans, "in_chans", "pass 3 for RGB or 1 for grayscale")
+    if pretrained or tag:
+        from zoo.pretrained import pretrained_model_kwargs
+
+        # Some weight sets need a variant of the architecture (e.g. a narrower stem).
+        kwargs = {**pretrained_model_kwargs(arch, tag or pretrained), **kwargs}
     model = _builders[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.default_cfg = {**_cfgs[arch].to_dict(), "architecture": arch, "num_classes": num_classes}
     model.default_cfg["input_size"] = (in_chans, *_cfgs[arch].input_size[1:])

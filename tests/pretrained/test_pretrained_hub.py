@@ -1,0 +1,301 @@
+"""Download, verification, cache and safe loading, end to end through a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoo.pretrained import hub
+from zoo.pretrained.hub import (
+    CorruptCheckpointError,
+    DownloadError,
+    HashMismatchError,
+    ManifestError,
+    OfflineError,
+    UnsafeCheckpointError,
+)
+from zoo.pretrained.manifests import WeightFile
+
+
+def _checkpoint_bytes(seed: int = 0) -> tuple[bytes, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    state = {"a.weight": torch.randn(8, 4, generator=g), "a.bias": torch.randn(8, generator=g)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue(), state
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _spec(url: str, data: bytes, **kw) -> WeightFile:
+    kw.setdefault("sha256_prefix", _sha256(data)[:10])
+    return WeightFile(file_name=kw.pop("file_name", "w-test.pth"), url=url, **kw)
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*")) if directory.exists() else []
+
+
+# ----------------------------------------------------------------------------- cache dir
+
+
+def test_cache_dir_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("ZOO_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_dir() == tmp_path / "xdg" / "zoo" / "weights"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert hub.zoo_home() == Path.home() / ".cache" / "zoo"
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    assert hub.cache_dir() == tmp_path / "home" / "weights"
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
+def test_download_verifies_renames_and_second_call_uses_cache(zoo_env, http_server, capsys):
+    data, state = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    spec = _spec(http_server.url("files", "w.pth"), data)
+    path, used = hub.fetch([spec], "toy.t", progress=True)
+    assert path == hub.cache_dir() / "w-test.pth"
+    assert path.read_bytes() == data
+    assert used is spec
+    # only the file and its recorded sha256 remain: no partial/temporary files
+    assert _leftovers(hub.cache_dir()) == ["w-test.pth", "w-test.pth.sha256"]
+    assert (hub.cache_dir() / "w-test.pth.sha256").read_text().strip() == _sha256(data)
+    bar = capsys.readouterr().err  # tqdm's bar, named after the file, sized in bytes
+    assert "w-test.pth:" in bar and "%|" in bar and "B/s" in bar
+    assert http_server.hits["/files/w.pth"] == 1
+    path2, _ = hub.fetch([spec], "toy.t")
+    assert path2 == path and http_server.hits["/files/w.pth"] == 1  # served from the cache
+    loaded = hub.load_state_dict(path2)
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_hash_mismatch_is_an_error_and_nothing_is_kept(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    wrong = "0" * 10 if not _sha256(data).startswith("0" * 10) else "1" * 10
+    spec = _spec(http_server.url("files", "w.pth"), data, sha256_prefix=wrong)
+    with pytest.raises(HashMismatchError, match=r"sha256 is [0-9a-f]{64}, expected .*"):
+        hub.fetch([spec], "toy.t")
+    assert _leftovers(hub.cache_dir()) == []
+
+
+def test_full_sha256_and_size_are_checked(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    good = _spec(http_server.url("files", "w.pth"), data, sha256=_sha256(data), size=len(data))
+    assert hub.fetch([good], "toy.t")[0].read_bytes() == data
+    hub.cache_dir().joinpath("w-test.pth").unlink()
+    bad_size = _spec(http_server.url("files", "w.pth"), data, size=len(data) + 1)
+    with pytest.raises(HashMismatchError, match="bytes but its manifest expects"):
+        hub.fetch([bad_size], "toy.t")
+    assert not hub.cache_dir().joinpath("w-test.pth").exists()
+
+
+def test_truncated_transfer_is_an_error_and_nothing_is_kept(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    spec = _spec(http_server.url("truncated", "w.pth"), data)
+    with pytest.raises(DownloadError, match=r"transfer ended after|connection dropped"):
+        hub.fetch([spec], "toy.t")
+    assert _leftovers(hub.cache_dir()) == []
+
+
+def test_http_404_names_the_file_and_the_fix(zoo_env, http_server):
+    spec = WeightFile(
+        file_name="gone.pth", url=http_server.url("files", "gone.pth"), sha256_prefix="ab" * 4
+    )
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
+        hub.fetch([spec], "toy.gone")
+    assert "gone.pth" in str(info.value) and "pretrained='/path/to/gone.pth'" in str(info.value)
+
+
+def test_offline_error_says_which_file_and_how_to_place_it(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    spec = _spec(http_server.url("files", "w.pth"), data)
+    http_server.stop()  # host unreachable
+    with pytest.raises(OfflineError) as info:
+        hub.fetch([spec], "toy.t")
+    msg = str(info.value)
+    dest = hub.cache_dir() / "w-test.pth"
+    assert "'w-test.pth'" in msg and str(dest) in msg and spec.url in msg
+    assert "pretrained='/path/to/w-test.pth'" in msg and "ZOO_HOME" in msg
+    assert _sha256(data)[:10] in msg
+    # following the advice (copy the file into the cache) makes it work without a network
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    assert hub.fetch([spec], "toy.t")[0] == dest
+
+
+def test_zoo_offline_never_touches_the_network(zoo_env, http_server, monkeypatch):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    spec = _spec(http_server.url("files", "w.pth"), data)
+    with pytest.raises(OfflineError, match="ZOO_OFFLINE"):
+        hub.fetch([spec], "toy.t")
+    assert sum(http_server.hits.values()) == 0
+
+
+def test_corrupt_cached_file_is_replaced(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    spec = _spec(http_server.url("files", "w.pth"), data)
+    path, _ = hub.fetch([spec], "toy.t")
+    path.write_bytes(data[:-10])  # bit rot / partial copy in the cache
+    path2, _ = hub.fetch([spec], "toy.t")
+    assert path2.read_bytes() == data and http_server.hits["/files/w.pth"] == 2
+
+
+def test_mirror_fallback(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    dead = _spec(http_server.url("files", "missing.pth"), data, file_name="a.pth")
+    alive = _spec(http_server.url("files", "w.pth"), data, file_name="b.pth")
+    path, used = hub.fetch([dead, alive], "toy.t")
+    assert used is alive and path.name == "b.pth"
+
+
+def test_zip_archive_member_verified_by_sha1(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("net-0001-abcd.pth", data)
+    http_server.add("net-0001-abcd.pth.zip", buf.getvalue())
+    spec = WeightFile(
+        file_name="net-0001-abcd.pth",
+        url=http_server.url("files", "net-0001-abcd.pth.zip"),
+        archive="zip",
+        member="net-0001-abcd.pth",
+        sha1=hashlib.sha1(data).hexdigest(),
+    )
+    path, _ = hub.fetch([spec], "toy.t")
+    assert path.read_bytes() == data
+    assert _leftovers(hub.cache_dir()) == ["net-0001-abcd.pth", "net-0001-abcd.pth.sha256"]
+    bad = WeightFile(**{**vars(spec), "file_name": "other.pth", "sha1": "0" * 40})
+    with pytest.raises(HashMismatchError, match="sha1"):
+        hub.fetch([bad], "toy.t")
+    assert not (hub.cache_dir() / "other.pth").exists()
+
+
+def test_hf_etag_redirect_is_verified(zoo_env, http_server):
+    data, _ = _checkpoint_bytes()
+    http_server.add("model.safetensors", data)
+    spec = WeightFile(
+        file_name="m.st", url=http_server.url("hf", "model.safetensors"), hf_etag=True
+    )
+    path, _ = hub.fetch([spec], "toy.t")
+    assert path.read_bytes() == data
+    assert http_server.hits["/hf/model.safetensors"] == 1
+    assert http_server.hits["/files/model.safetensors"] == 1
+    # a later cache hit is checked against the digest recorded at download time
+    path.write_bytes(data + b"x")
+    assert hub.fetch([spec], "toy.t")[0].read_bytes() == data
+    lying = WeightFile(
+        file_name="m2.st", url=http_server.url("hf-lying", "model.safetensors"), hf_etag=True
+    )
+    with pytest.raises(HashMismatchError):
+        hub.fetch([lying], "toy.t")
+    assert not (hub.cache_dir() / "m2.st").exists()
+
+
+def test_unverifiable_download_is_refused():
+    with pytest.raises(ManifestError, match="needs sha256"):
+        WeightFile.from_dict({"url": "http://127.0.0.1:1/x.pth"}, "test")
+
+
+# ----------------------------------------------------------------------------- safe loading
+
+
+class _Payload:
+    """Pickles into a call of ``Path.touch`` on a marker file: code a loader must not run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "x": _Payload(marker)}, evil)
+    with pytest.raises(UnsafeCheckpointError, match="weights_only=True") as info:
+        hub.load_state_dict(evil)
+    assert "GLOBAL" in str(info.value)
+    assert not marker.exists()
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps({"x": _Payload(marker)}, protocol=2))
+    with pytest.raises(UnsafeCheckpointError):
+        hub.load_state_dict(raw)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_truncated_checkpoint_is_corrupt(tmp_path, legacy):
+    path = tmp_path / "t.pth"
+    torch.save({"w": torch.randn(64, 64)}, path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match="truncated or corrupt"):
+        hub.load_state_dict(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"<html>404 Not Found</html>", b"\x00" * 100])
+def test_garbage_files_are_corrupt(tmp_path, content):
+    path = tmp_path / "g.pth"
+    path.write_bytes(content)
+    with pytest.raises(CorruptCheckpointError):
+        hub.load_state_dict(path)
+
+
+def test_safetensors_and_wrapped_checkpoints(tmp_path):
+    state = {"a": torch.randn(3, 2), "b": torch.arange(4)}
+    st = tmp_path / "m.safetensors"
+    save_file(state, str(st))
+    loaded = hub.load_state_dict(st)
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    st.write_bytes(st.read_bytes()[:-5])
+    with pytest.raises(CorruptCheckpointError):
+        hub.load_state_dict(st)
+    wrapped = tmp_path / "w.pth"
+    torch.save({"epoch": 3, "state_dict": state}, wrapped)
+    assert torch.equal(hub.load_state_dict(wrapped)["a"], state["a"])
+    not_sd = tmp_path / "n.pth"
+    torch.save([torch.zeros(1)], not_sd)
+    with pytest.raises(CorruptCheckpointError, match="not a state dict"):
+        hub.load_state_dict(not_sd)
+
+
+def test_shipped_file_relative_to_weights_dir(zoo_env, write_manifest):
+    """The zoo's own weights: ``"file": "<dir>/<name>"`` resolved in the weights folder."""
+    _, wdir = zoo_env
+    data, _ = _checkpoint_bytes()
+    (wdir / "fashion_mnist").mkdir()
+    (wdir / "fashion_mnist" / "x.pt").write_bytes(data)
+    write_manifest(
+        wdir, {"arch": "toy", "tag": "fm", "file": "fashion_mnist/x.pt", "sha256": _sha256(data)}
+    )
+    from zoo.pretrained.manifests import get_manifest, weights_dir
+
+    m = get_manifest("toy", "fm")
+    path, _ = hub.fetch(m.files, m.name, weights_dir=weights_dir())
+    assert path == (wdir / "fashion_mnist" / "x.pt").resolve()
+    (wdir / "fashion_mnist" / "x.pt").write_bytes(data[:-1] + b"!")
+    with pytest.raises(HashMismatchError):
+        hub.fetch(m.files, m.name, weights_dir=weights_dir())
+    assert os.environ["ZOO_WEIGHTS_DIR"] == str(wdir)

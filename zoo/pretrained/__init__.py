@@ -1,0 +1,157 @@
+"""Pretrained weights: manifests, verified downloads, cache, converters, transforms.
+
+    import zoo
+    model = zoo.create("shufflenet_v2_x1_0", pretrained=True)        # default tag
+    model = zoo.create("shufflenet_g3", pretrained="ptcv_in1k")       # a tag
+    model = zoo.create("mobilenet_v2", pretrained="/data/mobilenet_v2-b0353104.pth")  # offline
+    preprocess = zoo.pretrained.transforms(model)                     # eval transform
+
+See ``docs/pretrained.md`` for the tags and the offline workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from zoo.pretrained.adapt import adapt_input_conv, load_pretrained
+from zoo.pretrained.hub import (
+    CorruptCheckpointError,
+    DownloadError,
+    HashMismatchError,
+    ManifestError,
+    OfflineError,
+    StateDictMismatchError,
+    UnsafeCheckpointError,
+    WeightsError,
+    cache_dir,
+    load_state_dict,
+    zoo_home,
+)
+from zoo.pretrained.manifests import Manifest, get_manifest, list_tags, load_manifests, weights_dir
+
+__all__ = [
+    "list_tags",
+    "load_pretrained",
+    "data_config",
+    "transforms",
+    "get_manifest",
+    "pretrained_info",
+    "list_pretrained",
+    "pretrained_model_kwargs",
+    "adapt_input_conv",
+    "load_state_dict",
+    "cache_dir",
+    "zoo_home",
+    "weights_dir",
+    "Manifest",
+    "WeightsError",
+    "ManifestError",
+    "DownloadError",
+    "OfflineError",
+    "HashMismatchError",
+    "UnsafeCheckpointError",
+    "CorruptCheckpointError",
+    "StateDictMismatchError",
+]
+
+_DATA_KEYS = (
+    "input_size",
+    "resize_size",
+    "crop_pct",
+    "interpolation",
+    "mean",
+    "std",
+    "channel_order",
+    "value_range",
+)
+
+
+def list_pretrained() -> list[str]:
+    """Every ``arch.tag`` with a manifest, sorted."""
+    return sorted(load_manifests())
+
+
+def pretrained_model_kwargs(arch: str, tag_or_path: bool | str = True) -> dict[str, Any]:
+    """Builder kwargs a weight set needs (e.g. ``{"stem_chs": 6}`` for pytorchcv's 0.25x
+    ShuffleNet v1), so a registry can build the matching variant before loading.
+
+    Empty for local files, unknown tags and weights that fit the default architecture.
+    """
+    if tag_or_path is True:
+        tags = list_tags(arch)
+        return dict(get_manifest(arch).model_kwargs) if tags else {}
+    if isinstance(tag_or_path, str):
+        tag = tag_or_path.removeprefix(f"{arch}.")
+        if tag in list_tags(arch):
+            return dict(get_manifest(arch, tag).model_kwargs)
+    return {}
+
+
+def pretrained_info(arch: str) -> list[dict[str, Any]]:
+    """One summary per tag of ``arch`` (default first): source, metrics, license, URLs."""
+    out = []
+    for tag in list_tags(arch):
+        m = get_manifest(arch, tag)
+        out.append(
+            {
+                "tag": tag,
+                "default": m.default,
+                "source": m.source,
+                "metrics": dict(m.metrics),
+                "license": m.license,
+                "urls": [f.url or f.file for f in m.files],
+                "preprocessing": dict(m.preprocessing),
+            }
+        )
+    return out
+
+
+def _config_from_name(name: str) -> dict[str, Any]:
+    arch, _, tag = name.partition(".")
+    if tag or list_tags(arch):
+        return dict(get_manifest(arch, tag or None).preprocessing)
+    from zoo.registry import get_cfg
+
+    cfg = get_cfg(arch)
+    return {
+        "input_size": list(cfg.input_size),
+        "crop_pct": cfg.crop_pct,
+        "interpolation": cfg.interpolation,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+    }
+
+
+def data_config(name_or_model: str | nn.Module) -> dict[str, Any]:
+    """The preprocessing a model or weight set expects (input size, resize, crop, mean/std,
+    channel order, value range), like timm's ``resolve_data_config``.
+
+    A name ``arch.tag`` gives that tag's config, ``arch`` its default tag's (or the
+    architecture's defaults without weights); a model gives its ``pretrained_cfg``.
+    """
+    from zoo.data.transforms import resolve_data_config
+
+    if isinstance(name_or_model, str):
+        raw = _config_from_name(name_or_model)
+    elif isinstance(name_or_model, nn.Module):
+        cfg = getattr(name_or_model, "pretrained_cfg", None) or getattr(
+            name_or_model, "default_cfg", None
+        )
+        if not cfg:
+            raise ValueError(
+                f"{type(name_or_model).__name__} has no pretrained_cfg/default_cfg; build it "
+                "with zoo.create(...) or pass a model name"
+            )
+        raw = {k: cfg[k] for k in _DATA_KEYS if k in cfg}
+    else:
+        raise TypeError(f"expected a model name or an nn.Module, got {type(name_or_model)}")
+    return resolve_data_config(raw)
+
+
+def transforms(name_or_model: str | nn.Module):
+    """The eval transform (resize, centre crop, to tensor, normalise) of a model or weights."""
+    from zoo.data.transforms import create_eval_transform
+
+    return create_eval_transform(data_config(name_or_model))
