@@ -1,0 +1,230 @@
+"""Fashion-MNIST read straight from the idx.gz files of Debian's ``dataset-fashion-mnist``.
+
+The idx format is parsed here with numpy (no download code anywhere): a 4-byte big-endian
+magic ``0x000008DD`` (``0x08`` = unsigned byte, ``DD`` = number of dimensions), one big-endian
+uint32 per dimension, then the raw bytes. ``write_image_folder`` turns any (image, label)
+dataset into an ImageFolder tree of PNGs so the command-line tools can read it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "CLASSES",
+    "FashionMNIST",
+    "FashionMNISTMissingError",
+    "read_idx",
+    "write_image_folder",
+    "class_dirname",
+]
+
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+INSTALL_HINT = "install it with `sudo apt-get install dataset-fashion-mnist`"
+
+# Label order of the original release (Xiao et al., 2017, github.com/zalandoresearch).
+CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+_FILES = {
+    True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
+    False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
+}
+_UBYTE = 0x08
+
+
+class FashionMNISTMissingError(FileNotFoundError):
+    """The Fashion-MNIST files are absent, truncated or not in idx format."""
+
+
+def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte idx(.gz) file with ``ndim`` dimensions into a uint8 array.
+
+    Checks the magic number and that the payload holds exactly prod(dims) bytes, so a
+    truncated or foreign file is reported instead of silently giving a short dataset.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FashionMNISTMissingError(f"{path} not found; {INSTALL_HINT}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip raises these for truncated/corrupt streams
+        raise FashionMNISTMissingError(
+            f"{path} is unreadable or truncated ({e}); reinstall with "
+            "`sudo apt-get install --reinstall dataset-fashion-mnist`"
+        ) from e
+    if len(raw) < 4:
+        raise FashionMNISTMissingError(f"{path} is truncated ({len(raw)} bytes); {INSTALL_HINT}")
+    magic = int.from_bytes(raw[:4], "big")
+    expected = (_UBYTE << 8) | ndim
+    if magic != expected:
+        raise FashionMNISTMissingError(
+            f"{path} has magic number {magic:#010x}, expected {expected:#010x} "
+            f"(unsigned-byte idx with {ndim} dimensions); {INSTALL_HINT}"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise FashionMNISTMissingError(f"{path} is truncated ({len(raw)} bytes); {INSTALL_HINT}")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    n = int(np.prod(dims))
+    if len(raw) - header != n:
+        raise FashionMNISTMissingError(
+            f"{path} holds {len(raw) - header} data bytes but its header {dims} needs {n}; "
+            f"the file is truncated or corrupt; {INSTALL_HINT}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST as a map-style dataset yielding ``(PIL 'L' image, int label)``.
+
+    Same interface as ``torchvision.datasets.FashionMNIST`` (``data``, ``targets``,
+    ``classes``, ``class_to_idx``) but reads the system copy and never downloads.
+    """
+
+    classes = CLASSES
+
+    def __init__(
+        self,
+        root: str | os.PathLike = DEFAULT_ROOT,
+        train: bool = True,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.train = train
+        self.transform = transform
+        self.target_transform = target_transform
+        if not self.root.is_dir():
+            raise FashionMNISTMissingError(
+                f"Fashion-MNIST folder {self.root} does not exist; {INSTALL_HINT} "
+                "(or pass root= the folder holding the *-idx?-ubyte.gz files)"
+            )
+        images_file, labels_file, count = _FILES[bool(train)]
+        images = read_idx(self.root / images_file, 3)
+        labels = read_idx(self.root / labels_file, 1)
+        if images.shape != (count, 28, 28) or labels.shape != (count,):
+            raise FashionMNISTMissingError(
+                f"{self.root}: expected {count} 28x28 images and labels, found images "
+                f"{images.shape} and labels {labels.shape}; {INSTALL_HINT}"
+            )
+        if labels.max() >= len(CLASSES):
+            raise FashionMNISTMissingError(f"{self.root / labels_file}: label {labels.max()} > 9")
+        self.data = torch.from_numpy(images.copy())
+        self.targets = torch.from_numpy(labels.astype(np.int64))
+        self.class_to_idx = {c: i for i, c in enumerate(CLASSES)}
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        img = Image.fromarray(self.data[index].numpy(), mode="L")
+        target = int(self.targets[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+    def __repr__(self) -> str:
+        split = "train" if self.train else "test"
+        return f"FashionMNIST(root={str(self.root)!r}, split={split}, n={len(self)})"
+
+
+def class_dirname(name: str) -> str:
+    """A folder name for a class name: path separators become ``_`` ("T-shirt/top")."""
+    safe = name.replace("/", "_").replace("\\", "_").strip()
+    if safe in ("", ".", ".."):
+        raise ValueError(f"class name {name!r} cannot be used as a folder name")
+    return safe
+
+
+def _save_png_atomic(img: Image.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _as_pil(img: Any) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img
+    arr = img.numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if arr.dtype != np.uint8:
+        raise TypeError(
+            f"write_image_folder needs PIL images or uint8 arrays, got {arr.dtype}; "
+            "build the dataset with transform=None"
+        )
+    return Image.fromarray(arr)
+
+
+def write_image_folder(
+    dataset: Dataset,
+    out_dir: str | os.PathLike,
+    limit_per_class: int | None = None,
+    classes: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write ``dataset`` as ``out_dir/<class name>/<index>.png`` and return ``out_dir``.
+
+    ``limit_per_class`` keeps the first N images of each class (in dataset order), which
+    makes small, balanced, reproducible subsets. Each PNG is written to a temporary file
+    and renamed, so an interrupted run never leaves a half-written image behind.
+    """
+    if limit_per_class is not None and limit_per_class < 1:
+        raise ValueError(f"limit_per_class must be >= 1 or None, got {limit_per_class}")
+    classes = list(classes if classes is not None else getattr(dataset, "classes", []))
+    if not classes:
+        raise ValueError("the dataset has no .classes; pass classes=[...] with one name per label")
+    out = Path(out_dir)
+    dirs = [out / class_dirname(c) for c in classes]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"class names map to clashing folder names: {classes}")
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+
+    targets = getattr(dataset, "targets", None)
+    labels = (
+        [int(t) for t in targets]
+        if targets is not None
+        else [int(dataset[i][1]) for i in range(len(dataset))]
+    )
+    chosen, counts = [], [0] * len(classes)
+    for i, y in enumerate(labels):
+        if limit_per_class is None or counts[y] < limit_per_class:
+            counts[y] += 1
+            chosen.append(i)
+    width = max(5, len(str(len(labels) - 1)))
+    for i in tqdm(chosen, desc=f"writing {out}", unit="img", disable=not progress or None):
+        img, y = dataset[i]
+        _save_png_atomic(_as_pil(img), dirs[labels[i]] / f"{i:0{width}d}.png")
+    return out

@@ -1,0 +1,44 @@
+"""Training, fine-tuning, validation and prediction for zoo models.
+
+Command entry points (each ``main(argv=None) -> int`` with a ``build_parser()`` beside it):
+``zoo.train.loop`` (train), ``zoo.train.finetune``, ``zoo.train.validate``,
+``zoo.train.predict``.
+"""
+
+from zoo.train.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    create_model,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from zoo.train.distill import DistillationLoss, distillation_loss, load_teacher
+from zoo.train.loop import (
+    CosineWarmup,
+    create_optimizer,
+    create_scheduler,
+    evaluate,
+    fit,
+    train_one_epoch,
+)
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "create_model",
+    "load_checkpoint",
+    "load_model_state",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "DistillationLoss",
+    "distillation_loss",
+    "load_teacher",
+    "CosineWarmup",
+    "create_optimizer",
+    "create_scheduler",
+    "evaluate",
+    "fit",
+    "train_one_epoch",
+]
