@@ -136,6 +136,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from zoo.data import FashionMNIST, write_image_folder
+
+    for split in args.splits:
+        ds = FashionMNIST(args.root, train=split == "train")
+        out = write_image_folder(ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class)
+        console.print(f"{split}: wrote {sum(1 for _ in out.rglob('*.png'))} images to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--input-size", type=int, default=None)
     p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("dataset", help="write Fashion-MNIST out as an ImageFolder (PNG files)")
+    p.add_argument("name", choices=["fashion-mnist"])
+    p.add_argument("out", help="output folder; gets train/ and/or test/ subfolders")
+    p.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
+    p.add_argument("--limit-per-class", type=int, default=None, help="first N images per class")
+    p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
+    p.set_defaults(func=cmd_dataset)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
