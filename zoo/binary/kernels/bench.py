@@ -1,0 +1,202 @@
+"""Benchmark one binary conv layer: XNOR popcount kernel vs PyTorch's float conv.
+
+Run ``python -m zoo.binary.kernels.bench`` (``--help`` for options). Both convolutions run
+with the same number of threads, alternating in short blocks of calls so that load from
+other processes hits both alike; the figures are medians of per-call times. XNOR-Net's
+theoretical speed-up of a binary conv with c input channels and N_W weights per filter is
+S = 64 c N_W / (c N_W + 64) (Rastegari et al. 2016; 62.27x for c=256, 3x3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import backend, pack_conv_weight, use_backend, xnor_conv2d, xnor_conv2d_profile
+from .reference import sign_pm1
+
+__all__ = ["bench_binary_conv", "theoretical_speedup", "main"]
+
+
+def theoretical_speedup(c: int, n_w: int) -> float:
+    """XNOR-Net's S = 64 c N_W / (c N_W + 64) for c channels and N_W weights per filter."""
+    return 64.0 * c * n_w / (c * n_w + 64.0)
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall time and process CPU time of one call (CPU time is immune to being descheduled,
+    but with several threads it also counts their spin-waiting)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _check_exact(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, pad: int) -> None:
+    """The kernel must equal the simulated float XNOR conv before it is timed."""
+    ref = F.conv2d(sign_pm1(F.pad(x, (pad,) * 4), torch.float64), sign_pm1(w, torch.float64))
+    if not torch.equal(out.double(), ref):
+        raise AssertionError("xnor_conv2d differs from the float conv of signs")
+
+
+def bench_binary_conv(
+    c: int = 256,
+    hw: int = 14,
+    k: int = 3,
+    batch: int = 1,
+    repeats: int = 200,
+    warmup: int = 20,
+    block: int = 5,
+    threads: int | None = None,
+    kernel_backend: str | None = None,
+    seed: int = 0,
+) -> dict[str, float | int | str]:
+    """Median times (ms) of float ``F.conv2d`` and ``xnor_conv2d`` on a c->c, k x k conv.
+
+    The two alternate in blocks of ``block`` calls (``block=1``: call by call, each op then
+    starts with the other's data in cache), ``repeats`` calls each in all.
+
+    Returns the wall-clock speed-up (and the same from process CPU time), the XNOR time
+    split (activation packing, im2col gather, popcount GEMM, and the rest: Python and output
+    allocation), the theoretical speed-up and the weight memory of float32 vs packed bits.
+    """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with use_backend(kernel_backend or "auto"):
+            return _bench(c, hw, k, batch, repeats, warmup, block, seed)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _bench(
+    c: int, hw: int, k: int, batch: int, repeats: int, warmup: int, block: int, seed: int
+) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, c, hw, hw, generator=gen)
+    w = torch.randn(c, c, k, k, generator=gen)
+    pad = k // 2
+    packed = pack_conv_weight(w)
+    _check_exact(x, w, xnor_conv2d(x, packed, 1, pad), pad)
+
+    def run_float() -> object:
+        return F.conv2d(x, w, padding=pad)
+
+    def run_xnor() -> object:
+        return xnor_conv2d(x, packed, 1, pad)
+
+    with torch.inference_mode():
+        for _ in range(warmup):
+            run_float()
+            run_xnor()
+        t_float, t_xnor = [], []
+        for i in range(max(1, repeats // block)):  # alternate blocks: drifts hit both alike
+            order = ((run_float, t_float), (run_xnor, t_xnor))
+            for fn, times in order if i % 2 == 0 else order[::-1]:
+                times.extend(_timed(fn) for _ in range(block))
+        split = _profile(x, packed, pad, repeats) if backend() != "torch" else {}
+
+    ms_float = statistics.median(t[0] for t in t_float) * 1e3
+    ms_xnor = statistics.median(t[0] for t in t_xnor) * 1e3
+    cpu_float = statistics.median(t[1] for t in t_float) * 1e3
+    cpu_xnor = statistics.median(t[1] for t in t_xnor) * 1e3
+    result = {
+        "backend": backend(),
+        "threads": torch.get_num_threads(),
+        "shape": f"N={batch} C={c} {hw}x{hw} k={k}",
+        "float_ms": ms_float,
+        "xnor_ms": ms_xnor,
+        "speedup": ms_float / ms_xnor,
+        "float_cpu_ms": cpu_float,
+        "xnor_cpu_ms": cpu_xnor,
+        "cpu_speedup": cpu_float / cpu_xnor if cpu_xnor > 0 else float("nan"),
+        "theoretical_speedup": theoretical_speedup(c, k * k),
+        "float_weight_bytes": packed.float_nbytes,
+        "packed_weight_bytes": packed.nbytes,
+        "weight_memory_ratio": packed.float_nbytes / packed.nbytes,
+    }
+    if split:
+        split["other_ms"] = max(0.0, ms_xnor - split["pack_ms"] - split["gemm_phase_ms"])
+        result.update(split)
+    return result
+
+
+def _profile(x: torch.Tensor, packed, pad: int, repeats: int) -> dict[str, float]:
+    """Median time split of the C++ kernel, from its own timers."""
+    runs = [xnor_conv2d_profile(x, packed, 1, pad)[1] for _ in range(repeats)]
+    pack = statistics.median(r["pack"] for r in runs) * 1e3
+    phase = statistics.median(r["gemm_phase"] for r in runs) * 1e3
+    share = statistics.median(r["im2col_share"] for r in runs)
+    return {
+        "kernel": runs[0]["kernel"],
+        "pack_ms": pack,
+        "gemm_phase_ms": phase,
+        "im2col_ms": phase * share,
+        "popcount_ms": phase * (1.0 - share),
+    }
+
+
+def _format(results: list[dict]) -> str:
+    cols = [
+        ("backend", "{}"), ("kernel", "{}"), ("threads", "{}"), ("float_ms", "{:.3f}"),
+        ("xnor_ms", "{:.3f}"),
+        ("speedup", "{:.1f}x"), ("cpu_speedup", "{:.1f}x"), ("pack_ms", "{:.3f}"),
+        ("im2col_ms", "{:.3f}"), ("popcount_ms", "{:.3f}"), ("other_ms", "{:.3f}"),
+    ]  # fmt: skip
+    rows = [[name for name, _ in cols]]
+    for r in results:
+        rows.append([fmt.format(r[name]) if name in r else "-" for name, fmt in cols])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(v.rjust(wd) for v, wd in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Command line: print one table row per (backend, threads) pair."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--c", type=int, default=256, help="input = output channels")
+    parser.add_argument("--hw", type=int, default=14, help="input height = width")
+    parser.add_argument("--k", type=int, default=3, help="kernel size")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--block", type=int, default=5, help="calls per alternation block")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=None,
+        help="thread counts to try (default: torch.get_num_threads())",
+    )
+    parser.add_argument(
+        "--backend",
+        nargs="*",
+        default=["auto"],
+        help="kernels to try: auto avx512 avx2 portable torch",
+    )
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.backend:
+        for threads in args.threads or [torch.get_num_threads()]:
+            results.append(
+                bench_binary_conv(args.c, args.hw, args.k, args.batch, args.repeats,
+                                  block=args.block, threads=threads, kernel_backend=name)
+            )  # fmt: skip
+    first = results[0]
+    print(f"binary conv {first['shape']}, padding {args.k // 2}, stride 1")
+    print(_format(results))
+    print(
+        f"theoretical speed-up (XNOR-Net) S = 64cN_W/(cN_W+64) = "
+        f"{first['theoretical_speedup']:.2f}x; weights: float32 {first['float_weight_bytes']} B,"
+        f" packed {first['packed_weight_bytes']} B ({first['weight_memory_ratio']:.1f}x smaller)"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()
