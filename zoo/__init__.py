@@ -5,6 +5,7 @@ model = zoo.create("shufflenet_g3", num_classes=10)
 print(zoo.count(model))
 """
 
+from zoo.binary import binarize, load_binary, save_binary, summary
 from zoo.counting import count
 from zoo.pretrained import data_config, transforms
 from zoo.registry import create, list_families, list_models, model_info, register_model
@@ -18,6 +19,10 @@ __all__ = [
     "model_info",
     "register_model",
     "count",
+    "summary",
+    "binarize",
+    "save_binary",
+    "load_binary",
     "data_config",
     "transforms",
 ]

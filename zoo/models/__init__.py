@@ -12,3 +12,6 @@ from zoo.models import (  # noqa: F401  (imported for their registrations)
 from zoo.models._base import ZooModel
 
 __all__ = ["ZooModel"]
+
+# Binary twins (bwn_*, xnor_*) of every float model above; registered last so they can see them.
+from zoo.binary import variants  # noqa: E402, F401

@@ -1,0 +1,262 @@
+"""Binary layers of XNOR-Net (Rastegari et al., 2016), simulated in float.
+
+``BinaryConv2d`` and ``BinaryLinear`` subclass ``nn.Conv2d`` / ``nn.Linear``: their parameters
+(``weight`` holds the latent float weights, ``bias``) and state_dict keys are exactly those of
+the float layer, so float checkpoints load into binary models and back.
+
+Modes:
+
+* ``bwn``: weights ``alpha * sign(W)``, ``alpha = mean |W|`` per output channel; float inputs.
+* ``xnor``: the same weights and binary inputs ``sign(x)``. The input is zero-padded *before*
+  the sign, so padded positions read ``sign(0) = +1`` (larq's ``pad_values=1``); the optional
+  input scale K (off by default) is the mean of ``|x|`` over the channels of the zero-padded
+  input, box-filtered with the kernel's size, stride and dilation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.binary.quantizers import Quantizer, ScaledSign, SteSign, channel_scale, get_quantizer
+from zoo.binary.quantizers import sign as hard_sign
+
+__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMode", "MODES", "is_binary"]
+
+BinaryMode = Literal["bwn", "xnor"]
+MODES: tuple[str, ...] = ("bwn", "xnor")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown binary mode {mode!r}; use 'bwn' (binary weights) or 'xnor'")
+
+
+def _default_quantizers(
+    mode: str, kernel_quantizer: str | Quantizer | None, input_quantizer: str | Quantizer | None
+) -> tuple[Quantizer, Quantizer | None]:
+    """Weights always get a quantizer (ScaledSign by default); inputs only in xnor mode."""
+    _check_mode(mode)
+    kq = get_quantizer(kernel_quantizer) if kernel_quantizer is not None else ScaledSign()
+    if mode == "bwn":
+        if input_quantizer is not None:
+            raise ValueError("mode='bwn' keeps float inputs; use mode='xnor' for input_quantizer")
+        return kq, None
+    iq = get_quantizer(input_quantizer) if input_quantizer is not None else SteSign()
+    return kq, iq
+
+
+class _BinaryMixin:
+    """What both binary layers share: quantized weights, signs and scales for packing."""
+
+    weight: Tensor
+    kernel_quantizer: Quantizer
+    input_quantizer: Quantizer | None
+    input_scale: bool
+    input_bn: nn.Module | None
+
+    def add_input_bn(self) -> None:
+        """Give the layer its own BatchNorm before the binary activation (paper: BN -> sign).
+
+        ``binarize`` adds it in xnor mode where no BatchNorm precedes the layer (AlexNet,
+        SqueezeNet), so that sign() thresholds normalized values.
+        """
+        if self.input_quantizer is None:
+            raise ValueError("an input BatchNorm only makes sense before binary inputs (xnor)")
+        if isinstance(self, nn.Conv2d):
+            bn = nn.BatchNorm2d(self.in_channels)
+        else:
+            bn = nn.BatchNorm1d(self.weight.shape[1])
+        self.input_bn = bn.to(device=self.weight.device, dtype=self.weight.dtype)
+
+    @property
+    def mode(self) -> str:
+        """``"xnor"`` when inputs are binarized too, else ``"bwn"``."""
+        return "xnor" if self.input_quantizer is not None else "bwn"
+
+    def binary_weight(self) -> Tensor:
+        """The weights the layer computes with: ``alpha * sign(W)`` (differentiable)."""
+        return self.kernel_quantizer(self.weight)
+
+    @torch.no_grad()
+    def weight_signs(self) -> Tensor:
+        """+1/-1 signs of the latent weights (``sign(0) = +1``), same shape as ``weight``."""
+        return hard_sign(self.weight)
+
+    @torch.no_grad()
+    def weight_scale(self) -> Tensor | None:
+        """Per-output-channel alpha, or ``None`` when the kernel quantizer has no scale."""
+        return channel_scale(self.weight) if self.kernel_quantizer.scaled else None
+
+    def _binary_repr(self) -> str:
+        s = f", mode={self.mode}, kernel_quantizer={self.kernel_quantizer!r}"
+        if self.input_quantizer is not None:
+            s += f", input_quantizer={self.input_quantizer!r}, input_scale={self.input_scale}"
+        return s
+
+
+class BinaryConv2d(_BinaryMixin, nn.Conv2d):
+    """``nn.Conv2d`` with binary weights (``bwn``) or binary weights and inputs (``xnor``)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        mode: BinaryMode = "bwn",
+        input_scale: bool = False,
+        kernel_quantizer: str | Quantizer | None = None,
+        input_quantizer: str | Quantizer | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device, dtype,
+        )  # fmt: skip
+        self.kernel_quantizer, self.input_quantizer = _default_quantizers(
+            mode, kernel_quantizer, input_quantizer
+        )
+        if input_scale and self.input_quantizer is None:
+            raise ValueError("input_scale (K) only applies to mode='xnor'")
+        self.input_scale = bool(input_scale)
+        self.input_bn = None
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, mode: BinaryMode = "bwn", **kwargs) -> BinaryConv2d:
+        """A binary twin of ``conv`` that shares its weight and bias Parameters."""
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta",
+            dtype=conv.weight.dtype, mode=mode, **kwargs,
+        )  # fmt: skip
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+    def _pads(self) -> list[int]:
+        """F.pad amounts (left, right, top, bottom) equal to what the conv's padding means."""
+        if isinstance(self.padding, str):
+            if self.padding == "valid":
+                return [0, 0, 0, 0]
+            pads: list[int] = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size), strict=True):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return pads
+        ph, pw = self.padding
+        return [pw, pw, ph, ph]
+
+    def _pad_input(self, x: Tensor) -> Tensor:
+        pads = self._pads()
+        if not any(pads):
+            return x
+        pad_mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, pads, mode=pad_mode)
+
+    def input_scale_map(self, x_padded: Tensor) -> Tensor:
+        """K: mean |x| over each group's channels, box-filtered like the conv; ``[N, out, H', W']``.
+
+        With one group this is the paper's ``K = A * k`` (A = mean_c |I|, k = 1/(kh kw)).
+        """
+        n, c, h, w = x_padded.shape
+        g = self.groups
+        a = x_padded.abs().reshape(n, g, c // g, h, w).mean(2)
+        kh, kw = self.kernel_size
+        box = a.new_full((g, 1, kh, kw), 1.0 / (kh * kw))
+        k = F.conv2d(a, box, None, self.stride, 0, self.dilation, g)
+        return k.repeat_interleave(self.out_channels // g, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.binary_weight()
+        if self.input_quantizer is None:
+            return self._conv_forward(x, w, self.bias)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"BinaryConv2d expects NCHW input with {self.in_channels} channels, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if self.input_bn is not None:
+            x = self.input_bn(x)
+        xp = self._pad_input(x)
+        out = F.conv2d(
+            self.input_quantizer(xp), w, None, self.stride, 0, self.dilation, self.groups
+        )
+        if self.input_scale:
+            out = out * self.input_scale_map(xp)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._binary_repr()
+
+
+class BinaryLinear(_BinaryMixin, nn.Linear):
+    """``nn.Linear`` with binary weights (``bwn``) or binary weights and inputs (``xnor``)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        mode: BinaryMode = "bwn",
+        input_scale: bool = False,
+        kernel_quantizer: str | Quantizer | None = None,
+        input_quantizer: str | Quantizer | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.kernel_quantizer, self.input_quantizer = _default_quantizers(
+            mode, kernel_quantizer, input_quantizer
+        )
+        if input_scale and self.input_quantizer is None:
+            raise ValueError("input_scale (K) only applies to mode='xnor'")
+        self.input_scale = bool(input_scale)
+        self.input_bn = None
+
+    @classmethod
+    def from_float(cls, fc: nn.Linear, mode: BinaryMode = "bwn", **kwargs) -> BinaryLinear:
+        """A binary twin of ``fc`` that shares its weight and bias Parameters."""
+        new = cls(
+            fc.in_features, fc.out_features, fc.bias is not None, device="meta",
+            dtype=fc.weight.dtype, mode=mode, **kwargs,
+        )  # fmt: skip
+        new.weight = fc.weight
+        new.bias = fc.bias
+        new.train(fc.training)
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.binary_weight()
+        if self.input_quantizer is None:
+            return F.linear(x, w, self.bias)
+        if self.input_bn is not None:
+            x = self.input_bn(x)
+        out = F.linear(self.input_quantizer(x), w)
+        if self.input_scale:
+            out = out * x.abs().mean(-1, keepdim=True)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._binary_repr()
+
+
+def is_binary(module: nn.Module) -> bool:
+    """True for the binary layers of this package."""
+    return isinstance(module, (BinaryConv2d, BinaryLinear))

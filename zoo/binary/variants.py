@@ -1,0 +1,97 @@
+"""Register a ``bwn_<name>`` and an ``xnor_<name>`` variant for every float model.
+
+Each builder creates the float model and passes it through ``binarize`` (first conv and
+classifier float, depthwise convs float, see ``zoo.binary.convert``). Extra keyword arguments:
+``from_float`` (``True``, a weight tag or a path: start from pretrained float weights),
+``input_scale`` (XNOR's K), ``binarize_depthwise``; the rest go to the float builder.
+
+Imported at the end of ``zoo.models`` so that every family is registered first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from zoo.binary.convert import binarize
+from zoo.binary.layers import MODES
+from zoo.registry import ModelCfg, create, get_cfg, is_model, list_models, register
+
+__all__ = ["XNOR_NET_PUBLISHED", "register_binary_variants", "binary_name"]
+
+_PAPER = (
+    "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks "
+    "(arXiv:1603.05279)"
+)
+_SRC_ALEXNET = "Rastegari et al. 2016, Table 1 (AlexNet, ImageNet top-1/top-5 %)"
+_SRC_RESNET = "Rastegari et al. 2016, Table 2 (ResNet-18, ImageNet top-1/top-5 %)"
+
+# ImageNet accuracies the XNOR-Net paper reports for its binary baselines.
+XNOR_NET_PUBLISHED: dict[tuple[str, str], tuple[dict[str, float], str]] = {
+    ("bwn", "alexnet"): ({"top1": 56.8, "top5": 79.4}, _SRC_ALEXNET),
+    ("xnor", "alexnet"): ({"top1": 44.2, "top5": 69.2}, _SRC_ALEXNET),
+    ("bwn", "resnet18"): ({"top1": 60.8, "top5": 83.0}, _SRC_RESNET),
+    ("xnor", "resnet18"): ({"top1": 51.2, "top5": 73.2}, _SRC_RESNET),
+}
+
+_BINARIZE_KWARGS = ("input_scale", "binarize_depthwise")
+
+
+def binary_name(mode: str, float_name: str) -> str:
+    """``"xnor", "resnet18"`` -> ``"xnor_resnet18"``."""
+    return f"{mode}_{float_name}"
+
+
+def _binary_cfg(mode: str, float_name: str, cfg: ModelCfg) -> ModelCfg:
+    published, source = XNOR_NET_PUBLISHED.get((mode, float_name), ({}, ""))
+    what = "binary weights" if mode == "bwn" else "binary weights and activations"
+    notes = (
+        f"{mode.upper()} twin of {float_name} ({what}); first conv and classifier float, "
+        "depthwise convs float" + (", ReLUs feeding binary convs removed" if mode == "xnor" else "")
+    )
+    return dataclasses.replace(
+        cfg,
+        binary=mode,
+        float_twin=float_name,
+        published=dict(published),
+        published_source={k: source for k in published},
+        notes=notes,
+        paper=f"{cfg.paper}; {_PAPER}",
+    )
+
+
+def _make_builder(mode: str, float_name: str) -> Callable[..., nn.Module]:
+    def builder(
+        num_classes: int = 1000, in_chans: int = 3, from_float: bool | str = False, **kwargs: Any
+    ) -> nn.Module:
+        options = {k: kwargs.pop(k) for k in _BINARIZE_KWARGS if k in kwargs}
+        model = create(
+            float_name, pretrained=from_float, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
+        return binarize(model, mode, **options)
+
+    builder.__name__ = binary_name(mode, float_name)
+    builder.__doc__ = f"{mode.upper()} variant of ``{float_name}`` (see zoo.binary)."
+    return builder
+
+
+def register_binary_variants() -> list[str]:
+    """Register the bwn/xnor twin of every float model not yet twinned; returns new names."""
+    added = []
+    for name in list_models():
+        cfg = get_cfg(name)
+        if cfg.binary:
+            continue
+        for mode in MODES:
+            new = binary_name(mode, name)
+            if is_model(new):
+                continue
+            register(new, _make_builder(mode, name), _binary_cfg(mode, name, cfg))
+            added.append(new)
+    return added
+
+
+register_binary_variants()
