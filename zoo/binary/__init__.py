@@ -11,6 +11,7 @@ The registered ``bwn_*``/``xnor_*`` variants live in ``zoo.binary.variants`` (im
 
 from zoo.binary.convert import BinarizeInfo, binarize, find_first_last, is_depthwise
 from zoo.binary.layers import MODES, BinaryConv2d, BinaryLinear, is_binary
+from zoo.binary.packed import PackedBinaryConv2d, PackedBinaryLinear, pack, packed_weight_bytes
 from zoo.binary.packing import load_binary, pack_signs, read_metadata, save_binary, unpack_signs
 from zoo.binary.quantizers import (
     ApproxSign,
@@ -25,6 +26,10 @@ from zoo.binary.quantizers import (
 from zoo.binary.summary import BinarySummary, LayerRow, summary, xnor_speedup
 
 __all__ = [
+    "pack",
+    "packed_weight_bytes",
+    "PackedBinaryConv2d",
+    "PackedBinaryLinear",
     "MODES",
     "ApproxSign",
     "BinarizeInfo",

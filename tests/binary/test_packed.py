@@ -1,0 +1,52 @@
+"""The packed 1-bit inference path gives the simulated float model's outputs on every
+xnor_* model (float64, random BN statistics), and stores weights >= 25x smaller."""
+
+import pytest
+import torch
+
+import zoo
+from zoo.binary.packed import PackedBinaryConv2d, pack, packed_weight_bytes
+
+XNOR = zoo.list_models("xnor_*")
+
+
+def _randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("name", XNOR)
+def test_packed_model_equals_simulated(name):
+    model = zoo.create(name, num_classes=10)
+    _randomize_bn(model)
+    model = model.eval().double()
+    fast = pack(model)
+    assert any(isinstance(m, PackedBinaryConv2d) for m in fast.modules())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max().item() < 1e-4
+
+
+def test_odd_layer_with_input_scale_and_stride():
+    from zoo.binary.layers import BinaryConv2d
+
+    conv = torch.nn.Conv2d(70, 33, 3, stride=2, padding=1, groups=1)
+    layer = BinaryConv2d.from_float(conv, mode="xnor", input_scale=True).double().eval()
+    x = torch.randn(3, 70, 11, 9, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(PackedBinaryConv2d(layer)(x), layer(x), atol=1e-9)
+
+
+def test_packed_resnet18_weights_are_25x_smaller():
+    fast = pack(zoo.create("xnor_resnet18").eval())
+    packed, floats = packed_weight_bytes(fast)
+    assert floats / packed >= 25
+
+
+def test_pack_refuses_models_without_xnor_layers():
+    with pytest.raises(ValueError, match="no xnor layers"):
+        pack(zoo.create("bwn_resnet18"))

@@ -1,0 +1,150 @@
+"""Real 1-bit inference: swap a model's XNOR layers for ones that store packed sign bits and
+compute with the XNOR-popcount kernel (``zoo.binary.kernels``), scales applied after.
+
+    fast = zoo.binary.pack(zoo.create("xnor_resnet18").eval())
+
+The packed layers reproduce the simulated float layers exactly up to float rounding of the
+scaling: the binary dot products are integers in both. Float layers stay as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.binary import kernels
+from zoo.binary.layers import BinaryConv2d, BinaryLinear
+from zoo.binary.quantizers import ApproxSign, SteSign
+
+__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "pack", "packed_weight_bytes"]
+
+# Input quantizers whose forward is the plain sign (they differ only in their gradients).
+_PLAIN_SIGN = (SteSign, ApproxSign)
+
+
+def _check_packable(layer: BinaryConv2d | BinaryLinear) -> None:
+    if layer.mode != "xnor" or not isinstance(layer.input_quantizer, _PLAIN_SIGN):
+        raise ValueError(
+            f"only xnor layers with a sign input quantizer can run packed, got mode={layer.mode} "
+            f"input_quantizer={layer.input_quantizer!r}; BWN layers have float inputs"
+        )
+
+
+def _alpha(layer: BinaryConv2d | BinaryLinear) -> Tensor:
+    scale = layer.weight_scale()
+    return torch.ones(layer.weight.shape[0]) if scale is None else scale.detach().reshape(-1)
+
+
+class PackedBinaryConv2d(nn.Module):
+    """An XNOR conv whose weights are packed bits: ``popcount_conv(sign(x), sign(W)) * alpha
+    (* K) + bias``, padded positions reading +1 as in the simulated layer."""
+
+    def __init__(self, layer: BinaryConv2d) -> None:
+        super().__init__()
+        _check_packable(layer)
+        packed = kernels.pack_conv_weight(layer.weight, layer.groups)
+        self.register_buffer("words", packed.words)
+        self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
+        self.register_buffer("alpha", _alpha(layer).float())
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.input_bn = copy.deepcopy(layer.input_bn)
+        self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
+        self.kernel_size, self.stride, self.dilation = (
+            layer.kernel_size,
+            layer.stride,
+            layer.dilation,
+        )
+        self.groups, self.padding_mode = layer.groups, layer.padding_mode
+        self.pads = tuple(layer._pads())
+        self.input_scale = layer.input_scale
+
+    @property
+    def packed(self) -> kernels.PackedWeight:
+        return kernels.PackedWeight(self.words, *self._meta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_bn is not None:
+            x = self.input_bn(x)
+        if self.padding_mode == "zeros":
+            dots = kernels.xnor_conv2d(
+                x, self.packed, self.stride, self.pads, self.dilation, self.groups
+            )
+        else:  # reflect/replicate padding: pad the floats first, as the simulated layer does
+            x = F.pad(x, self.pads, mode=self.padding_mode)
+            dots = kernels.xnor_conv2d(x, self.packed, self.stride, 0, self.dilation, self.groups)
+        out = dots.to(x.dtype) * self.alpha.to(x.dtype).view(1, -1, 1, 1)
+        if self.input_scale:
+            xp = F.pad(x, self.pads) if self.padding_mode == "zeros" else x
+            out = out * BinaryConv2d.input_scale_map(self, xp)
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, groups={self.groups}, packed={self.words.numel() * 8} B"
+        )
+
+
+class PackedBinaryLinear(nn.Module):
+    """An XNOR linear layer on packed bits: ``popcount(sign(x), sign(W)) * alpha (* K) + b``."""
+
+    def __init__(self, layer: BinaryLinear) -> None:
+        super().__init__()
+        _check_packable(layer)
+        packed = kernels.pack_linear_weight(layer.weight)
+        self.register_buffer("words", packed.words)
+        self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
+        self.register_buffer("alpha", _alpha(layer).float())
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.input_bn = copy.deepcopy(layer.input_bn)
+        self.input_scale = layer.input_scale
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_bn is not None:
+            x = self.input_bn(x)
+        dots = kernels.xnor_linear(x, kernels.PackedWeight(self.words, *self._meta))
+        out = dots.to(x.dtype) * self.alpha.to(x.dtype)
+        if self.input_scale:
+            out = out * x.abs().mean(-1, keepdim=True)
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out
+
+
+@torch.no_grad()
+def pack(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every XNOR conv/linear running on packed bits."""
+    packed = copy.deepcopy(model).eval()
+    swaps = [
+        (name, m)
+        for name, m in packed.named_modules()
+        if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.mode == "xnor"
+    ]
+    if not swaps:
+        raise ValueError(
+            "the model has no xnor layers to pack; convert it with "
+            "zoo.binarize(model, 'xnor') or create an xnor_* model"
+        )
+    for name, layer in swaps:
+        parent_name, _, child = name.rpartition(".")
+        parent = packed.get_submodule(parent_name) if parent_name else packed
+        cls = PackedBinaryConv2d if isinstance(layer, BinaryConv2d) else PackedBinaryLinear
+        setattr(parent, child, cls(layer))
+    return packed
+
+
+def packed_weight_bytes(model: nn.Module) -> tuple[int, int]:
+    """(bytes of the packed sign bits, bytes the same weights take in float32)."""
+    packed = floats = 0
+    for m in model.modules():
+        if isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear)):
+            pw = kernels.PackedWeight(m.words, *m._meta)
+            packed += pw.nbytes
+            floats += pw.float_nbytes
+    return packed, floats
