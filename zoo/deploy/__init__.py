@@ -1,0 +1,31 @@
+"""Deployment: BN folding and other inference rewrites, ONNX export, speed benchmarks.
+
+>>> import zoo, torch
+>>> from zoo.deploy import fuse
+>>> fast = fuse(zoo.create("shufflenet_g3"))          # BN folded, same outputs
+>>> fast.fuse_report.folded[:1]
+[('features.stem.conv', 'features.stem.bn')]
+
+``zoo.deploy.export`` (ONNX) and ``zoo.deploy.benchmark`` import onnx / timm / pytorchcv only
+when used.
+"""
+
+from zoo.deploy.fuse import FuseReport, GroupedPointwiseConv2d, fold_conv_bn, fuse
+
+__all__ = [
+    "FuseReport",
+    "GroupedPointwiseConv2d",
+    "ExportError",
+    "export_onnx",
+    "fold_conv_bn",
+    "fuse",
+]
+
+
+def __getattr__(name: str):
+    # Lazy: keep `import zoo.deploy` free of onnx imports.
+    if name in ("ExportError", "export_onnx"):
+        from zoo.deploy import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'zoo.deploy' has no attribute {name!r}")
