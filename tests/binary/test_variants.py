@@ -99,13 +99,21 @@ def _lr(name: str) -> float:
     return 1e-4 if "alexnet" in name else 1e-3
 
 
+def _train_size(name: str) -> int:
+    # At 32x32 the last stage of the ImageNet nets is 1x1: each sign() then sees one value per
+    # channel and sample, BatchNorm-ed over a batch of 8, so the binary features of an XNOR net
+    # decorrelate from one Adam step to the next and 10 steps on random data are noise
+    # (xnor_shufflenet_v2_x2_0 went 2.37 -> 2.43). At 64x64 every XNOR twin learns.
+    return 64 if get_cfg(name).binary == "xnor" else 32
+
+
 @pytest.mark.parametrize(
     "name",
     [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in BINARY_NAMES],
 )
 def test_trains_a_few_steps_with_loss_going_down(name):
     torch.manual_seed(0)
-    size = max(32, get_cfg(name).min_input_size)
+    size = max(_train_size(name), get_cfg(name).min_input_size)
     model = zoo.create(name, num_classes=10).train()
     x, y = torch.randn(8, 3, size, size), torch.arange(8) % 10
     opt = torch.optim.Adam(model.parameters(), lr=_lr(name))
