@@ -177,32 +177,43 @@ def _check_positive_int(value: Any, what: str, fix: str) -> None:
 def create(
     name: str,
     pretrained: bool | str = False,
-    num_classes: int = 1000,
-    in_chans: int = 3,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with pretrained weights.
 
     ``name`` may carry a weight tag (``"shufflenet_v2_x1_0.tv_in1k"``). ``pretrained`` is
-    ``False``, ``True`` (the default tag), a tag, or a local file path.
+    ``False``, ``True`` (the default tag), a tag, or a local file path. ``num_classes`` and
+    ``in_chans`` default to those of the weights (10 and 1 for ``"fashion_mnist"``), else
+    1000 and 3; a different ``num_classes`` gets a fresh classifier, as in timm.
     """
     _ensure_models_loaded()
     arch, tag = _split_tag(name)
     if arch not in _builders:
         raise _unknown(arch)
+    weights = tag or pretrained
+    if weights and (num_classes is None or in_chans is None):
+        from zoo.pretrained import pretrained_head
+
+        head = pretrained_head(arch, weights)
+        num_classes = head.get("num_classes", 1000) if num_classes is None else num_classes
+        in_chans = head.get("in_chans", 3) if in_chans is None else in_chans
+    num_classes = 1000 if num_classes is None else num_classes
+    in_chans = 3 if in_chans is None else in_chans
     _check_positive_int(num_classes, "num_classes", "pass e.g. num_classes=10")
     _check_positive_int(in_chans, "in_chans", "pass 3 for RGB or 1 for grayscale")
-    if pretrained or tag:
+    if weights:
         from zoo.pretrained import pretrained_model_kwargs
 
         # Some weight sets need a variant of the architecture (e.g. a narrower stem).
-        kwargs = {**pretrained_model_kwargs(arch, tag or pretrained), **kwargs}
+        kwargs = {**pretrained_model_kwargs(arch, weights), **kwargs}
     model = _builders[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.default_cfg = {**_cfgs[arch].to_dict(), "architecture": arch, "num_classes": num_classes}
     model.default_cfg["input_size"] = (in_chans, *_cfgs[arch].input_size[1:])
     model.pretrained_cfg = model.default_cfg
-    if pretrained or tag:
+    if weights:
         from zoo.pretrained import load_pretrained
 
-        load_pretrained(model, arch, tag if tag else pretrained, num_classes, in_chans)
+        load_pretrained(model, arch, weights, num_classes, in_chans)
     return model

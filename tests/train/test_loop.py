@@ -10,6 +10,7 @@ import torch
 from train_helpers import FAST, MODEL, REPO
 
 import zoo
+from zoo.data import FashionMNIST
 from zoo.train import load_checkpoint, save_checkpoint
 from zoo.train import loop as loop_mod
 from zoo.train.finetune import finetune
@@ -258,6 +259,13 @@ def test_train_on_fashion_mnist_dataset(fm_root, tmp_path, capsys):
     assert h["train"]["count"] == 128 and h["val"]["count"] == 64  # drop_last: 4 full batches
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["class_names"][0] == "T-shirt/top" and ckpt["args"]["dataset"] == "fashion-mnist"
+    # From scratch, the images are normalised with the training set's own statistics (not
+    # ImageNet's) and evaluated uncropped: the objects fill the 28x28 frame.
+    pixels = FashionMNIST(fm_root, train=True).data.double() / 255
+    cfg = ckpt["data_cfg"]
+    assert cfg["mean"][0] == pytest.approx(pixels.mean().item(), abs=5e-4)
+    assert cfg["std"][0] == pytest.approx(pixels.std().item(), abs=5e-4)
+    assert cfg["crop_pct"] == 1.0
     out = capsys.readouterr().out
     assert "epoch 1/1: train loss" in out and "best val top1" in out
 

@@ -36,6 +36,7 @@ __all__ = [
     "read_metadata",
     "pack_signs",
     "unpack_signs",
+    "expand_binary_state",
     "FORMAT",
 ]
 
@@ -167,6 +168,24 @@ def _build_model(meta: dict[str, Any], model: nn.Module | str | None) -> nn.Modu
     return model
 
 
+def expand_binary_state(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The plain state dict of a 1-bit file: each packed layer's latent weight becomes
+    ``alpha * sign``, which re-binarizes to exactly the saved weights."""
+    tensors = dict(tensors)
+    for name, lm in meta["layers"].items():
+        key = f"{name}.weight" if name else "weight"
+        if key + _SIGNS not in tensors:
+            raise ValueError(f"1-bit checkpoint lacks {key + _SIGNS!r}; it is truncated or corrupt")
+        w = unpack_signs(tensors.pop(key + _SIGNS), lm["shape"])
+        if lm["scaled"]:
+            alpha = tensors.pop(key + _ALPHA).float()
+            w = w * alpha.view(-1, *([1] * (w.dim() - 1)))
+        tensors[key] = w
+    return tensors
+
+
 def load_binary(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Module:
     """Load a 1-bit checkpoint into ``model`` (a binary or float model, or a registered name).
 
@@ -175,7 +194,6 @@ def load_binary(path: str | os.PathLike, model: nn.Module | str | None = None) -
     """
     meta = read_metadata(path)
     model = _build_model(meta, model)
-    tensors = load_file(str(path))
     layers = _binary_layers(model)
     if set(layers) != set(meta["layers"]):
         missing = sorted(set(meta["layers"]) ^ set(layers))[:5]
@@ -184,17 +202,13 @@ def load_binary(path: str | os.PathLike, model: nn.Module | str | None = None) -
             "build the model with the same architecture and binarize options"
         )
     for name, m in layers.items():
-        key = f"{name}.weight" if name else "weight"
         lm = meta["layers"][name]
         if list(m.weight.shape) != lm["shape"] or m.mode != lm["mode"]:
             raise ValueError(
                 f"layer {name!r}: checkpoint has {lm['mode']} {lm['shape']}, model has "
                 f"{m.mode} {list(m.weight.shape)}"
             )
-        w = unpack_signs(tensors.pop(key + _SIGNS), lm["shape"], m.weight.dtype)
-        if lm["scaled"]:
-            alpha = tensors.pop(key + _ALPHA).to(m.weight.dtype)
-            w = w * alpha.view(-1, *([1] * (w.dim() - 1)))
-        tensors[key] = w
-    model.load_state_dict(tensors, strict=True)
+    state = expand_binary_state(load_file(str(path)), meta)
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.to(dtypes.get(k, v.dtype)) for k, v in state.items()}, strict=True)
     return model

@@ -40,6 +40,7 @@ __all__ = [
     "pretrained_info",
     "list_pretrained",
     "pretrained_model_kwargs",
+    "pretrained_head",
     "adapt_input_conv",
     "load_state_dict",
     "cache_dir",
@@ -86,6 +87,20 @@ def pretrained_model_kwargs(arch: str, tag_or_path: bool | str = True) -> dict[s
         tag = tag_or_path.removeprefix(f"{arch}.")
         if tag in list_tags(arch):
             return dict(get_manifest(arch, tag).model_kwargs)
+    return {}
+
+
+def pretrained_head(arch: str, tag_or_path: bool | str = True) -> dict[str, int]:
+    """``num_classes`` and ``in_chans`` of a registered weight set (e.g. 10 and 1 for the
+    ``fashion_mnist`` tags), so ``zoo.create`` builds the model they fit unless told otherwise.
+
+    Empty for local files and unknown tags.
+    """
+    tags = list_tags(arch)
+    tag = tag_or_path.removeprefix(f"{arch}.") if isinstance(tag_or_path, str) else None
+    if (tag_or_path is True and tags) or tag in tags:
+        m = get_manifest(arch, tag)
+        return {"num_classes": m.num_classes, "in_chans": m.in_chans}
     return {}
 
 

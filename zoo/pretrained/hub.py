@@ -12,6 +12,7 @@ then ``~/.cache/zoo``). ``ZOO_OFFLINE=1`` forbids any network access.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -460,12 +461,21 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
+    """Tensors of a safetensors file; a zoo 1-bit file (``zoo.save_binary``) comes back as
+    the plain state dict of its binary model, latent weights set to ``alpha * sign``."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = (f.metadata() or {}).get("zoo")
+        tensors = load_file(str(path), device="cpu")
+        if raw_meta is None:
+            return tensors
+        from zoo.binary.packing import expand_binary_state
+
+        return expand_binary_state(tensors, json.loads(raw_meta))
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise CorruptCheckpointError(
             f"{path} is not a readable safetensors file ({e}); it is truncated or corrupt. "
             "Delete it and download it again."

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from zoo.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from zoo.data.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 from zoo.data.fashion_mnist import FashionMNIST
+from zoo.data.fashion_mnist import data_config as fashion_mnist_data_config
 from zoo.data.folder import (
     TransformSubset,
     build_transform,
@@ -924,7 +925,13 @@ def _run(args, command, info, on_epoch_end):
     resume_ckpt = _check_resumable(resume, args, classes) if resume is not None else None
     if resume_ckpt is None:
         model = build_model(args.model, num_classes, in_chans, args.pretrained, info)
-        data_cfg = resolve_data_cfg(model, args.img_size, in_chans)
+        own_cfg = args.dataset == "fashion-mnist" and not args.pretrained
+        # From scratch on Fashion-MNIST: its own statistics, not ImageNet's, and no crop.
+        data_cfg = resolve_data_cfg(
+            fashion_mnist_data_config(in_chans=in_chans) if own_cfg else model,
+            args.img_size,
+            in_chans,
+        )
     else:  # weights come from the checkpoint: no need to load (or download) pretrained ones
         model = create_model(
             args.model, num_classes, in_chans, arch_overrides=resume_ckpt.get("arch_overrides")
