@@ -23,6 +23,7 @@ DELEGATED = {
     "benchmark": ("zoo.deploy.benchmark", "time zoo models against their peers"),
     "export": ("zoo.deploy.export", "export a model to ONNX"),
     "compress": ("zoo.compress.cli", "Deep Compression of a model"),
+    "publish": ("zoo.train.publish", "package a training run as a shipped weight set"),
 }
 
 

@@ -142,6 +142,8 @@ class Manifest:
     num_params: int | None = None
     arch_overrides: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     path: Path | None = None
 
