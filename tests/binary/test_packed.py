@@ -50,3 +50,23 @@ def test_packed_resnet18_weights_are_25x_smaller():
 def test_pack_refuses_models_without_xnor_layers():
     with pytest.raises(ValueError, match="no xnor layers"):
         pack(zoo.create("bwn_resnet18"))
+
+
+@pytest.mark.parametrize("name", ["xnor_resnet18", "xnor_shufflenet_g3_x0_5"])
+def test_fused_packing_folds_bn_and_negative_scales_flip_signs(name):
+    """BNs after binary layers fold into the packed scales; a negative BN gamma must flip that
+    channel's signs (the packed alpha is a magnitude) and still give the simulated outputs."""
+    model = zoo.create(name, num_classes=10)
+    _randomize_bn(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data[::3] *= -1  # every third channel negative
+    model = model.eval().double()
+    plain, fused = pack(model, fuse=False), pack(model)
+    n_bn = [sum(isinstance(m, torch.nn.BatchNorm2d) for m in f.modules()) for f in (plain, fused)]
+    assert n_bn[1] < n_bn[0]
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+        assert (plain(x) - ref).abs().max().item() < 1e-4
+        assert (fused(x) - ref).abs().max().item() < 1e-4

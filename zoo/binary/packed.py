@@ -33,9 +33,15 @@ def _check_packable(layer: BinaryConv2d | BinaryLinear) -> None:
         )
 
 
-def _alpha(layer: BinaryConv2d | BinaryLinear) -> Tensor:
-    scale = layer.weight_scale()
-    return torch.ones(layer.weight.shape[0]) if scale is None else scale.detach().reshape(-1)
+def _signs_and_alpha(layer: BinaryConv2d | BinaryLinear) -> tuple[Tensor, Tensor]:
+    """The weights the layer computes with, as signs and one magnitude per output channel.
+
+    Read from ``binary_weight()`` (``alpha * sign(W)``), so a layer whose binarized weights
+    ``zoo.deploy.fuse`` froze and scaled by a folded BatchNorm packs too: a negative BN scale
+    flips that channel's signs, its magnitude becomes the channel's alpha.
+    """
+    w = layer.binary_weight().detach()
+    return w, w.abs().flatten(1).amax(1).float()
 
 
 class PackedBinaryConv2d(nn.Module):
@@ -45,10 +51,11 @@ class PackedBinaryConv2d(nn.Module):
     def __init__(self, layer: BinaryConv2d) -> None:
         super().__init__()
         _check_packable(layer)
-        packed = kernels.pack_conv_weight(layer.weight, layer.groups)
+        weight, alpha = _signs_and_alpha(layer)
+        packed = kernels.pack_conv_weight(weight, layer.groups)
         self.register_buffer("words", packed.words)
         self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
-        self.register_buffer("alpha", _alpha(layer).float())
+        self.register_buffer("alpha", alpha)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
         self.input_bn = copy.deepcopy(layer.input_bn)
         self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
@@ -96,10 +103,11 @@ class PackedBinaryLinear(nn.Module):
     def __init__(self, layer: BinaryLinear) -> None:
         super().__init__()
         _check_packable(layer)
-        packed = kernels.pack_linear_weight(layer.weight)
+        weight, alpha = _signs_and_alpha(layer)
+        packed = kernels.pack_linear_weight(weight)
         self.register_buffer("words", packed.words)
         self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
-        self.register_buffer("alpha", _alpha(layer).float())
+        self.register_buffer("alpha", alpha)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
         self.input_bn = copy.deepcopy(layer.input_bn)
         self.input_scale = layer.input_scale
@@ -118,9 +126,19 @@ class PackedBinaryLinear(nn.Module):
 
 
 @torch.no_grad()
-def pack(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every XNOR conv/linear running on packed bits."""
-    packed = copy.deepcopy(model).eval()
+def pack(model: nn.Module, fuse: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` with every XNOR conv/linear running on packed bits.
+
+    With ``fuse`` (default) the copy first goes through ``zoo.deploy.fuse``: a BatchNorm
+    after a binary layer folds into its per-channel scale and bias, pooling runs in
+    channels_last; the float layers around the popcounts otherwise cost more than they do.
+    """
+    if fuse:
+        from zoo.deploy.fuse import fuse as fuse_model
+
+        packed = fuse_model(model, grouped_matmul=False)
+    else:
+        packed = copy.deepcopy(model).eval()
     swaps = [
         (name, m)
         for name, m in packed.named_modules()

@@ -339,6 +339,24 @@ using LutFn = void (*)(const uint8_t*, int64_t, int64_t, const uint8_t*, __m256i
 const LutFn kLutFns[4] = {&lut_rows_avx2<kLutMR, 1>, &lut_rows_avx2<kLutMR, 2>,
                           &lut_rows_avx2<kLutMR, 3>, &lut_rows_avx2<kLutMR, 4>};
 
+// Lane sums of 8 vectors of 8 int64 as one vector (r[j] = sum of v[j]'s lanes) in 21
+// instructions, against ~7 each for _mm512_reduce_add_epi64: with rows of a few dozen words
+// (c = 256, 3x3: 36) the reductions of a 4x4 tile otherwise cost a third of its time.
+ZOO_TARGET_AVX512 inline __m512i hsum8_epi64_avx512(const __m512i* v) {
+  __m512i s[4];
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q)  // 128-bit lane k: (v[2q] pair k, v[2q+1] pair k)
+    s[q] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * q], v[2 * q + 1]),
+                            _mm512_unpackhi_epi64(v[2 * q], v[2 * q + 1]));
+  const int even = _MM_SHUFFLE(2, 0, 2, 0), odd = _MM_SHUFFLE(3, 1, 3, 1);
+  const __m512i q01 = _mm512_add_epi64(_mm512_shuffle_i64x2(s[0], s[1], even),
+                                       _mm512_shuffle_i64x2(s[0], s[1], odd));
+  const __m512i q23 = _mm512_add_epi64(_mm512_shuffle_i64x2(s[2], s[3], even),
+                                       _mm512_shuffle_i64x2(s[2], s[3], odd));
+  return _mm512_add_epi64(_mm512_shuffle_i64x2(q01, q23, even),
+                          _mm512_shuffle_i64x2(q01, q23, odd));
+}
+
 // AVX-512 VPOPCNTDQ: XOR and popcount 8 words per instruction, 64-bit accumulators (no
 // overflow folding needed); the last 4 words of a row, if any, use a masked load.
 template <int MR, int NR>
@@ -370,11 +388,12 @@ ZOO_TARGET_AVX512 void tiles_avx512(const uint64_t* A, const uint64_t* B, int64_
                                        _mm512_popcnt_epi64(_mm512_xor_si512(av[i], bv)));
       }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j)
-        pc[t * MR * NR + i * NR + j] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc[i][j]));
+    static_assert(MR * NR % 8 == 0, "tiles reduce 8 accumulators at a time");
+    const __m512i* flat = &acc[0][0];
+#pragma GCC unroll 4
+    for (int q = 0; q < MR * NR / 8; ++q)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + t * MR * NR + 8 * q),
+                          _mm512_cvtepi64_epi32(hsum8_epi64_avx512(flat + 8 * q)));
   }
 }
 
