@@ -81,6 +81,36 @@ def test_conv_exact_on_odd_shapes(backend, shape):
     assert torch.equal(out.double(), oracle_conv(x, w, stride, pads, dilation, groups))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape", ODD_SHAPES[:4] + ODD_SHAPES[-3:], ids=lambda s: "x".join(
+    map(str, s[:7])))  # fmt: skip
+def test_affine_epilogue_equals_scaling_the_dots(backend, dtype, with_bias, shape):
+    """The kernel's fused ``dots * scale + bias`` (what packed layers use) against the
+    float64 oracle's dots scaled afterwards."""
+    n, c, o, h, w_, kh, kw, stride, pads, dilation, groups = shape
+    gen = torch.Generator().manual_seed(o)
+    x = signed_input((n, c, h, w_), gen).to(dtype)
+    w = torch.randn(o, c // groups, kh, kw, generator=gen)
+    scale = torch.rand(o, generator=gen) * 2 - 1  # negative scales included
+    bias = torch.randn(o, generator=gen) if with_bias else None
+    packed = K.pack_conv_weight(w, groups)
+    with K.use_backend(backend):
+        out = K.xnor_conv2d(x, packed, stride, pads, dilation, scale=scale, bias=bias)
+    ref = oracle_conv(x, w, stride, pads, dilation, groups) * scale.double().view(1, -1, 1, 1)
+    if bias is not None:
+        ref = ref + bias.double().view(1, -1, 1, 1)
+    assert out.dtype == dtype
+    assert torch.allclose(out.double(), ref, atol=1e-4, rtol=1e-6)
+
+
+def test_affine_epilogue_checks_its_sizes():
+    packed = K.pack_conv_weight(torch.randn(4, 8, 3, 3))
+    with pytest.raises(ValueError, match="one per output channel"):
+        K.xnor_conv2d(torch.randn(1, 8, 5, 5), packed, scale=torch.ones(3))
+
+
 @st.composite
 def conv_cases(draw):
     groups = draw(st.sampled_from([1, 1, 2, 3]))

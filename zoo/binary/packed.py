@@ -75,17 +75,18 @@ class PackedBinaryConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.input_bn is not None:
             x = self.input_bn(x)
-        if self.padding_mode == "zeros":
-            dots = kernels.xnor_conv2d(
-                x, self.packed, self.stride, self.pads, self.dilation, self.groups
-            )
-        else:  # reflect/replicate padding: pad the floats first, as the simulated layer does
-            x = F.pad(x, self.pads, mode=self.padding_mode)
-            dots = kernels.xnor_conv2d(x, self.packed, self.stride, 0, self.dilation, self.groups)
+        pads = self.pads
+        if self.padding_mode != "zeros":  # pad the floats first, as the simulated layer does
+            x, pads = F.pad(x, self.pads, mode=self.padding_mode), 0
+        if not self.input_scale:  # alpha and bias applied by the kernel as it writes
+            return kernels.xnor_conv2d(
+                x, self.packed, self.stride, pads, self.dilation, self.groups,
+                scale=self.alpha, bias=self.bias,
+            )  # fmt: skip
+        dots = kernels.xnor_conv2d(x, self.packed, self.stride, pads, self.dilation, self.groups)
         out = dots.to(x.dtype) * self.alpha.to(x.dtype).view(1, -1, 1, 1)
-        if self.input_scale:
-            xp = F.pad(x, self.pads) if self.padding_mode == "zeros" else x
-            out = out * BinaryConv2d.input_scale_map(self, xp)
+        xp = F.pad(x, self.pads) if self.padding_mode == "zeros" else x
+        out = out * BinaryConv2d.input_scale_map(self, xp)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype).view(1, -1, 1, 1)
         return out

@@ -254,6 +254,10 @@ def _make_variant(model: nn.Module, variant: str, example: torch.Tensor) -> nn.M
     """The model prepared as ``variant`` says (eager / fused, +cl, +compile)."""
     from zoo.deploy.fuse import fuse
 
+    if variant == "packed":  # XNOR layers on packed bits (zoo.binary.pack; fuses first)
+        from zoo.binary import pack
+
+        return pack(model)
     cl = "+cl" in variant
     if variant.startswith("fused"):
         return fuse(
@@ -307,7 +311,10 @@ def _runners_for(
             r.error = f"fails at input {input_size}: {_short_error(err)}"
         runners.append(r)
     for twin in twins:
-        for v in [v for v in variants if v in ("eager", "fused")]:
+        twin_variants = [v for v in variants if v in ("eager", "fused")]
+        if twin.startswith("xnor_"):
+            twin_variants.append("packed")
+        for v in twin_variants:
             label = twin if v == "eager" else f"{twin} {v}"
             r = Runner(label, "twin", v, fn=lambda x: None, macs=macs)
             try:
@@ -511,6 +518,43 @@ def _twin_table(results: Sequence[Measurement]) -> list[str]:
     return out
 
 
+def _speedup_cell(fast: Measurement, base: Measurement | None) -> str:
+    if base is None or fast.error or base.error or not fast.times or not base.times:
+        return "-"
+    return f"{paired_ratio(fast.times, base.times):.2f}x"
+
+
+def _packed_table(results: Sequence[Measurement]) -> list[str]:
+    """XNOR twins on packed bits against their float twin (eager and fused) and the peers."""
+    packed = [m for m in results if m.kind == "twin" and m.variant == "packed"]
+    if not packed:
+        return []
+    out = [
+        "| model | batch | float ms | float fused ms | XNOR simulated ms | XNOR packed ms | "
+        "packed vs float | packed vs float fused | packed vs peers |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for x in packed:
+        rows = {m.variant: m for m in _rows(results, model=x.model, batch=x.batch, kind="zoo")}
+        sim = next(
+            (m for m in _rows(results, model=x.model, batch=x.batch, kind="twin", variant="eager")
+             if m.label.startswith("xnor_")),
+            None,
+        )  # fmt: skip
+        f, ff = rows.get("eager"), rows.get("fused")
+        vs = [
+            f"{p.label} {_speedup_cell(x, p)}"
+            for p in _rows(results, model=x.model, batch=x.batch, kind="peer")
+        ]
+
+        out.append(
+            f"| {x.label.split()[0]} | {x.batch} | {_cell_ms(f)} | {_cell_ms(ff)} | "
+            f"{_cell_ms(sim)} | {_cell_ms(x)} | {_speedup_cell(x, f)} | {_speedup_cell(x, ff)} | "
+            f"{', '.join(vs) or '-'} |"
+        )
+    return out
+
+
 def _targets(results: Sequence[Measurement]) -> list[str]:
     """The issue's targets: unfused ratio >= 1.0; fused ratio >= 1.3 at batch 1."""
     out = []
@@ -619,6 +663,18 @@ def render_markdown(
             "slower than float on CPU; the table measures that overhead.",
             "",
         ] + twins
+    packed = _packed_table(results)
+    if packed:
+        lines += [
+            "",
+            "## XNOR on packed bits, end to end",
+            "",
+            "`zoo.binary.pack(model)`: binary convs and linears run as XOR + popcount on "
+            "bit-packed signs (the C++ kernel), BatchNorms after them folded into their scales; "
+            "first conv, depthwise convs and classifier stay float. Ratios are paired (above "
+            "1.00x the packed model is faster).",
+            "",
+        ] + packed
     targets = _targets(results)
     if targets:
         lines += ["", "## Targets", ""] + targets

@@ -387,23 +387,34 @@ def _check_geometry(x: Tensor, packed: PackedWeight, stride, pads, dilation) -> 
             )
 
 
-def _run_conv(x, packed, stride, pads, dilation, profile: bool):
+def _affine(dots: Tensor, dtype: torch.dtype, scale: Tensor, bias: Tensor | None) -> Tensor:
+    shape = (1, -1) + (1,) * (dots.dim() - 2)
+    out = dots.to(dtype) * scale.to(dtype).view(shape)
+    return out if bias is None else out + bias.to(dtype).view(shape)
+
+
+def _run_conv(x, packed, stride, pads, dilation, profile: bool, scale=None, bias=None):
     _check_geometry(x, packed, stride, pads, dilation)
     name = backend()
     ext = _extension() if name != "torch" else None
     if ext is None or x.device.type != "cpu":
         out = reference.xnor_conv2d(x, packed.unpack(), stride, pads, dilation, packed.groups)
-        return out, None
+        return (out if scale is None else _affine(out, x.dtype, scale, bias)), None
     left, right, top, bottom = pads
     kh, kw = packed.kernel_size
-    args = (
+    geometry = (
         x, packed.words, packed.out_channels, kh, kw, stride[0], stride[1],
-        top, bottom, left, right, dilation[0], dilation[1], packed.groups, _CPP_CODES[name],
+        top, bottom, left, right, dilation[0], dilation[1], packed.groups,
     )  # fmt: skip
+    code = _CPP_CODES[name]
     if profile:
-        out, times = ext.xnor_conv2d_profile(*args)
+        out, times = ext.xnor_conv2d_profile(*geometry, code)
         return out, times
-    return ext.xnor_conv2d(*args), None
+    if scale is not None:
+        scale = scale.detach().float().contiguous()
+        bias = None if bias is None else bias.detach().float().contiguous()
+        return ext.xnor_conv2d_affine(*geometry, scale, bias, code), None
+    return ext.xnor_conv2d(*geometry, code), None
 
 
 def xnor_conv2d(
@@ -413,14 +424,24 @@ def xnor_conv2d(
     padding: int | tuple[int, ...] = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int | None = None,
+    scale: Tensor | None = None,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """Exact ``conv2d(sign(zero_pad(x)), sign(w))`` as int32 ``[N, O, Ho, Wo]``.
 
     ``padding`` is an int, ``(ph, pw)``, or ``(left, right, top, bottom)`` like ``F.pad``;
-    padded positions read +1. ``groups`` defaults to the packed weight's. Not differentiable:
-    this is the inference path.
+    padded positions read +1. ``groups`` defaults to the packed weight's. With ``scale`` (one
+    value per output channel, and optionally ``bias``) the result is ``dots * scale + bias``
+    in ``x``'s dtype, computed as the kernel writes its output. Not differentiable: this is
+    the inference path.
     """
     x = _check_input(x, packed, groups)
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is not None and t.numel() != packed.out_channels:
+            raise ValueError(
+                f"{name} needs {packed.out_channels} values (one per output channel), "
+                f"got {t.numel()}"
+            )
     out, _ = _run_conv(
         x.detach(),
         packed,
@@ -428,6 +449,8 @@ def xnor_conv2d(
         _pads(padding),
         _pair(dilation, "dilation"),
         profile=False,
+        scale=scale,
+        bias=bias,
     )
     return out
 

@@ -200,3 +200,67 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 if __name__ == "__main__":
     main()
+
+
+# Binary convs of XNOR ResNet-18 at 224x224 (3x3, stride 1): channels and input size.
+RESNET18_LAYERS = ((64, 56), (128, 28), (256, 14), (512, 7))
+
+
+def layer_table(results: list[dict]) -> list[str]:
+    """Markdown rows of ``bench_binary_conv`` results."""
+    out = [
+        "| shape | backend | threads | float conv ms | XNOR ms | speed-up | theory | "
+        "pack ms | im2col ms | popcount ms | other ms | weights float / packed |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        split = " | ".join(
+            f"{r[k]:.3f}" if k in r else "-" for k in ("pack_ms", "im2col_ms", "popcount_ms",
+                                                       "other_ms")
+        )  # fmt: skip
+        out.append(
+            f"| {r['shape']} | {r['backend']}/{r.get('kernel', '-')} | {r['threads']} | "
+            f"{r['float_ms']:.3f} | {r['xnor_ms']:.3f} | **{r['speedup']:.1f}x** | "
+            f"{r['theoretical_speedup']:.1f}x | {split} | "
+            f"{r['float_weight_bytes'] / 1024:.0f} / {r['packed_weight_bytes'] / 1024:.1f} KiB |"
+        )
+    return out
+
+
+def module_time_split(
+    model: torch.nn.Module, x: torch.Tensor, repeats: int = 10
+) -> dict[str, float]:
+    """Median ms per forward spent in each kind of leaf module (by class name), plus the
+    rest ("other": residual adds, reshapes, Python), from timing hooks on every leaf."""
+    spent: dict[str, list[float]] = {}
+    start: dict[int, float] = {}
+    current = [0]  # index of the forward pass being timed
+    hooks = []
+
+    def pre(m, _inp):
+        start[id(m)] = time.perf_counter()
+
+    def post(m, _inp, _out):
+        key = type(m).__name__
+        times = spent.setdefault(key, [0.0] * (repeats + 1))
+        times[current[0]] += time.perf_counter() - start[id(m)]
+
+    for m in model.modules():
+        if not list(m.children()):
+            hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    totals = []
+    try:
+        with torch.inference_mode():
+            for run in range(repeats + 1):  # run 0 warms up
+                current[0] = run
+                t0 = time.perf_counter()
+                model(x)
+                totals.append(time.perf_counter() - t0)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {k: statistics.median(v[1:]) * 1e3 for k, v in spent.items()}
+    total = statistics.median(totals[1:]) * 1e3
+    out["other"] = max(0.0, total - sum(out.values()))
+    out["total"] = total
+    return out

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -679,12 +680,45 @@ void lut_weights(const uint64_t* wts, const Geom& g, int64_t grp, int64_t o_begi
 }
 #endif
 
+// Where phase 2 puts the dot product of output channel `oc` at flat position `off` (row
+// offset n * O * P + position): as int32, or as `dot * scale[oc] + bias[oc]` in the input's
+// float type, which saves the caller three passes over the output (convert, scale, shift).
+struct IntWriter {
+  int32_t* out;
+  int64_t P;
+  void operator()(int64_t oc, int64_t off, int32_t dot) const { out[oc * P + off] = dot; }
+};
+
+template <typename T>
+struct AffineWriter {
+  T* out;
+  int64_t P;
+  const float* scale;
+  const float* bias;  // may be null
+  void operator()(int64_t oc, int64_t off, int32_t dot) const {
+    const float v = static_cast<float>(dot) * scale[oc] + (bias ? bias[oc] : 0.f);
+    out[oc * P + off] = static_cast<T>(v);
+  }
+};
+
+template <>
+struct AffineWriter<double> {  // float64 models: scale in double, as the float layers do
+  double* out;
+  int64_t P;
+  const float* scale;
+  const float* bias;
+  void operator()(int64_t oc, int64_t off, int32_t dot) const {
+    out[oc * P + off] = static_cast<double>(dot) * scale[oc] + (bias ? bias[oc] : 0.0);
+  }
+};
+
 // Phase 2: tasks of (group, block of output channels, block of output positions), each
 // gathering its rows into thread-local scratch and running a popcount kernel on them.
 // Tasks are ordered so that a thread's consecutive tasks share their weight block, which it
 // prepares (nibble split, transposition) once and keeps in its scratch.
+template <typename Writer>
 void gemm_phase(const uint64_t* packed, const uint64_t* wts, const Geom& g, const Kernel& ker,
-                int32_t* out, Profile* prof) {
+                const Writer& write, Profile* prof) {
   const bool use_lut = ker.lut && g.Og >= 32 && g.bits <= kLutMaxBits;
   if (prof) prof->table_kernel = use_lut;
   const int MR = use_lut ? kLutMR : ker.MR;
@@ -762,8 +796,8 @@ void gemm_phase(const uint64_t* packed, const uint64_t* wts, const Geom& g, cons
         lut_results_avx2(reinterpret_cast<const __m256i*>(acc16), nrows, nvec, bits, res);
         const int64_t nch = o_end - o_begin;
         for (int64_t c = 0; c < nch; ++c) {
-          int32_t* dst = out + (grp * g.Og + o_begin + c) * g.P;
-          for (int64_t i = 0; i < nrows; ++i) dst[row_off[i]] = res[i * nvec * 32 + c];
+          const int64_t oc = grp * g.Og + o_begin + c;
+          for (int64_t i = 0; i < nrows; ++i) write(oc, row_off[i], res[i * nvec * 32 + c]);
         }
         if (prof) pop_t[tid] += seconds_since(t1);
         continue;
@@ -773,10 +807,9 @@ void gemm_phase(const uint64_t* packed, const uint64_t* wts, const Geom& g, cons
       for (int64_t o = o_begin; o < o_end; o += ker.NR) {
         ker.fn(a_rows, w_rows + (o - o_begin) * stride, stride, nwords, ntiles, pc);
         const int64_t nr = std::min<int64_t>(ker.NR, g.Og - o);
-        int32_t* base = out + (grp * g.Og + o) * g.P;
         for (int64_t j = 0; j < nr; ++j) {
-          int32_t* dst = base + j * g.P;
-          for (int64_t i = 0; i < nrows; ++i) dst[row_off[i]] = bits - 2 * pc[i * ker.NR + j];
+          const int64_t oc = grp * g.Og + o + j;
+          for (int64_t i = 0; i < nrows; ++i) write(oc, row_off[i], bits - 2 * pc[i * ker.NR + j]);
         }
       }
       if (prof) pop_t[tid] += seconds_since(t1);
@@ -848,10 +881,13 @@ void check_backend(int64_t backend) {
               "xnor: the avx512 backend needs a CPU with AVX-512F and AVX-512 VPOPCNTDQ");
 }
 
+// `scale` (float32 [O]) given: the output is dot * scale + bias in the input's dtype;
+// undefined: int32 dot products.
 at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_channels,
                     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
                     int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups,
-                    int64_t backend, Profile* prof) {
+                    int64_t backend, Profile* prof, const at::Tensor& scale_in = at::Tensor(),
+                    const at::Tensor& bias_in = at::Tensor()) {
   check_backend(backend);
   TORCH_CHECK(x_in.device().is_cpu() && w_in.device().is_cpu(),
               "xnor_conv2d: the C++ kernel runs on CPU tensors only");
@@ -861,7 +897,20 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   const at::Tensor w = w_in.contiguous();
   const Geom g =
       make_geom(x, w, out_channels, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups);
-  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo}, x.options().dtype(at::kInt));
+  const bool affine = scale_in.defined();
+  at::Tensor scale, bias;
+  if (affine) {
+    TORCH_CHECK(scale_in.scalar_type() == at::kFloat && scale_in.numel() == g.O,
+                "xnor_conv2d: scale must be float32 with one value per output channel");
+    scale = scale_in.contiguous();
+    if (bias_in.defined()) {
+      TORCH_CHECK(bias_in.scalar_type() == at::kFloat && bias_in.numel() == g.O,
+                  "xnor_conv2d: bias must be float32 with one value per output channel");
+      bias = bias_in.contiguous();
+    }
+  }
+  at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo},
+                             affine ? x.options() : x.options().dtype(at::kInt));
   if (g.R == 0 || g.O == 0) return out;
   const Kernel ker = kernel_for(backend);
   uint64_t* packed = scratch(tl_packed, static_cast<size_t>(g.N * g.H * g.W * g.G * g.Wg));
@@ -871,8 +920,17 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   });
   if (prof) prof->pack = seconds_since(t0);
   Clock::time_point t1 = Clock::now();
-  gemm_phase(packed, reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>()), g, ker,
-             out.data_ptr<int32_t>(), prof);
+  const uint64_t* words = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  if (!affine) {
+    gemm_phase(packed, words, g, ker, IntWriter{out.data_ptr<int32_t>(), g.P}, prof);
+  } else {
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "xnor_affine", [&] {
+      gemm_phase(packed, words, g, ker,
+                 AffineWriter<scalar_t>{out.data_ptr<scalar_t>(), g.P, scale.data_ptr<float>(), b},
+                 prof);
+    });
+  }
   if (prof) prof->phase2 = seconds_since(t1);
   return out;
 }
@@ -883,6 +941,17 @@ at::Tensor xnor_conv2d(const at::Tensor& x, const at::Tensor& w, int64_t out_cha
                        int64_t backend) {
   return run_conv(x, w, out_channels, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups, backend,
                   nullptr);
+}
+
+// xnor_conv2d with the per-channel affine epilogue: dot * scale + bias (bias may be None),
+// in the input's float type.
+at::Tensor xnor_conv2d_affine(const at::Tensor& x, const at::Tensor& w, int64_t out_channels,
+                              int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt,
+                              int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
+                              int64_t groups, const at::Tensor& scale,
+                              const std::optional<at::Tensor>& bias, int64_t backend) {
+  return run_conv(x, w, out_channels, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, groups, backend,
+                  nullptr, scale, bias.has_value() ? *bias : at::Tensor());
 }
 
 // Same as xnor_conv2d, plus wall times in seconds: packing, the gather+popcount phase, and
@@ -943,6 +1012,8 @@ void release_scratch() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "zoo 1-bit XNOR kernels (XOR + popcount on bit-packed signs)";
   m.def("xnor_conv2d", &xnor_conv2d, "Binary conv: int32 dot products of signs");
+  m.def("xnor_conv2d_affine", &xnor_conv2d_affine,
+        "Binary conv with the epilogue dot * scale + bias, in the input's dtype");
   m.def("xnor_conv2d_profile", &xnor_conv2d_profile,
         "xnor_conv2d plus [pack, phase2, gather, popcount] seconds and the table-kernel flag");
   m.def("pack_input", &pack_input, "Sign-pack NCHW floats into [N, H, W, G, Wg] words");
