@@ -116,3 +116,18 @@ def test_bad_tag_and_missing_checkpoint_are_clear(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().out
     with pytest.raises(ValueError, match="plain name"):
         publish(tmp_path / "none.pt", "a.b")
+
+
+def test_published_weights_serve_as_a_distillation_teacher(trained_run, weights_env):
+    """``--teacher arch.tag`` finds the head of the zoo's own weights (10 classes, not 1000)
+    and checks the class names it recorded."""
+    from zoo.train.distill import load_teacher
+
+    publish(trained_run / "last.pt", "toyset", weights_env, progress=False)
+    classes = load_checkpoint(trained_run / "last.pt")["class_names"]
+    teacher = load_teacher(f"{MODEL}.toyset", 10, 1, classes)
+    ckpt_model, _ = model_from_checkpoint(trained_run / "last.pt")
+    assert _same_logits(teacher, ckpt_model)
+    assert teacher.pretrained_cfg["categories"] == classes
+    with pytest.raises(ValueError, match="same classes"):
+        load_teacher(f"{MODEL}.toyset", 10, 1, list(reversed(classes)))

@@ -259,6 +259,9 @@ def _pretrained_cfg(model: nn.Module, manifest: Manifest | None, path: Path, in_
             license=manifest.license,
             metrics=dict(manifest.metrics),
         )
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        if manifest.categories and getattr(head, "out_features", None) == manifest.num_classes:
+            cfg["categories"] = list(manifest.categories)  # the class names, as in torchvision
     cfg["file"] = str(path)
     return cfg
 

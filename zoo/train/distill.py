@@ -111,6 +111,12 @@ def load_teacher(
             in_chans=in_chans,
             pretrained=True,
         )
+        categories = getattr(teacher, "pretrained_cfg", {}).get("categories") or []
+        if class_names is not None and categories and list(categories) != list(class_names):
+            raise ValueError(
+                f"teacher {name_or_ckpt!r} was trained on classes {list(categories)} but the "
+                f"data has {list(class_names)}; the teacher must predict the same classes"
+            )
         if _out_features(teacher) != num_classes:
             raise ValueError(
                 f"teacher {name_or_ckpt!r} predicts {_out_features(teacher)} classes but the data "
@@ -128,10 +134,13 @@ def load_teacher(
 
 
 def _weights_classes(name: str) -> int:
-    """Number of classes of a zoo model's default (pretrained) configuration."""
+    """Number of classes of a zoo model's weights (``arch.tag`` or the default tag), else of
+    the architecture's default configuration."""
+    from zoo.pretrained import pretrained_head
     from zoo.registry import get_cfg
 
-    return int(get_cfg(name).num_classes)
+    arch, _, tag = name.partition(".")
+    return int(pretrained_head(arch, tag or True).get("num_classes", get_cfg(arch).num_classes))
 
 
 def _out_features(model: nn.Module) -> int:
