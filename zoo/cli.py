@@ -10,6 +10,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
+from zoo.pretrained.hub import WeightsError
+
 __all__ = ["main"]
 
 console = Console()
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
 

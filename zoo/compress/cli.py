@@ -17,6 +17,8 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from zoo.pretrained.hub import WeightsError
+
 __all__ = ["main", "build_parser"]
 
 console = Console()
@@ -45,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo model name, e.g. squeezenet1_0")
     p.add_argument("--checkpoint", help="a zoo training checkpoint to compress (default: init)")
     p.add_argument("--pretrained", default=None, help="weight tag or file for zoo.create")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="[the weights', else 1000]"
+    )
+    p.add_argument("--in-chans", type=int, default=None, help="[the weights', else 3]")
     p.add_argument(
         "--sparsity",
         type=_sparsity,
@@ -99,7 +103,7 @@ def run_compress(args: argparse.Namespace) -> int:
                 f"no published per-layer sparsity for {args.name}; pass --sparsity 0.66 (say)"
             )
     model = _build_model(args)
-    bits = {"conv": args.bits, "linear": args.fc_bits or args.bits}
+    bits = {"conv": args.bits, "linear": args.bits if args.fc_bits is None else args.fc_bits}
     index_bits = {"conv": args.index_bits, "linear": args.fc_index_bits}
     out = args.out or f"{args.name}-{args.bits}bit.zdc"
     with console.status(f"compressing {args.name} ..."):
@@ -141,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "inspect":
             return run_inspect(_inspect_parser().parse_args(argv[1:]))
         return run_compress(build_parser().parse_args(argv))
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+    except (ValueError, KeyError, TypeError, FileNotFoundError, WeightsError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         errors.print(f"[red]error:[/red] {escape(str(message))}", soft_wrap=True)
         return 2

@@ -123,10 +123,11 @@ def run_onnx(path: str | os.PathLike, x: torch.Tensor, optimize: bool = True) ->
 def _resolve(model: nn.Module | str, create_kwargs: dict) -> tuple[nn.Module, str]:
     if isinstance(model, str):
         import zoo
+        from zoo.pretrained import WeightsError
 
         try:
             return zoo.create(model, **create_kwargs), model
-        except (ValueError, TypeError, FileNotFoundError) as err:
+        except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
             raise ExportError(f"cannot create {model!r}: {err}") from err
     if not isinstance(model, nn.Module):
         raise ExportError(f"export needs a model name or an nn.Module, got {type(model).__name__}")
@@ -355,8 +356,10 @@ def _check(
     """Max abs difference onnxruntime vs PyTorch, and a note when checked another way.
 
     XNOR outputs jump wherever float rounding flips a sign, and a full-size image has so many
-    values near zero that two correct implementations rarely agree; when the file itself does
-    not match, the same export is checked at a small image on an input with a safe margin.
+    values near zero that two correct implementations rarely agree. When the written file does
+    not match at its own size, the same graph is exported again at a small image size and
+    checked on an input whose sign() arguments keep a safe margin from 0; the note returned
+    says so, since that is a check of the graph, not of the written file's numbers.
     """
     diff, x = _compare(module, path, shape)
     if diff <= atol:
@@ -373,9 +376,9 @@ def _check(
                 small_diff, small_x = _compare(module, tmp, small, tries=16)
             if small_diff <= atol and sign_margin(module, small_x) >= _SAFE_MARGIN:
                 return small_diff, (
-                    f"binary activations: at {shape[-2]}x{shape[-1]} outputs differ by "
-                    f"{diff:.2g} where float rounding flips signs; the same export matches "
-                    f"at {side}x{side} on a sign-safe input"
+                    f"binary activations: the written file's outputs at {shape[-2]}x"
+                    f"{shape[-1]} differ by {diff:.2g} where float rounding flips signs; the "
+                    f"same graph re-exported at {side}x{side} matches on a sign-safe input"
                 )
     msg = f"onnxruntime and PyTorch outputs differ by {diff:.3g} (> {atol:g})"
     if _binary_input_layers(module):
@@ -406,7 +409,7 @@ def _compare(
         # file as written; onnxruntime's conv/scale fusions would round them off zero.
         got = run_onnx(path, x, optimize=not _binary_input_layers(module))
     except ExportError:
-        raise
+        raise  # already says what to do (e.g. install onnxruntime)
     except Exception as err:  # onnxruntime's own errors (missing kernel, bad graph)
         raise ExportError(f"onnxruntime cannot run the exported file: {err}") from err
     if got.shape != expected.shape:
