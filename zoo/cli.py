@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -14,7 +15,8 @@ from zoo.pretrained.hub import WeightsError
 
 __all__ = ["main"]
 
-console = Console()
+# Piped or captured output would otherwise be cut to rich's default 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 # Subcommands whose parser and logic live in a library module's ``main(argv)``.
 DELEGATED = {
@@ -39,12 +41,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
     table = Table(title=f"{len(names)} models matching {args.pattern!r}")
-    for col in ("name", "family", "params", "MACs", "published top-1"):
+    top1_col = "weights' top-1" if args.pretrained else "published top-1"
+    for col in ("name", "family", "params", "MACs", top1_col):
         table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
     for name in names:
         cfg = get_cfg(name)
-        c = zoo.count(name, fvcore=False)
-        top1 = cfg.published.get("top1")
+        c = zoo.count(name, fvcore=False)  # arch.tag: the weights' variant, never downloaded
+        top1 = _top1(name, cfg.published)
         table.add_row(
             name,
             cfg.family,
@@ -54,6 +57,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     console.print(table)
     return 0
+
+
+def _top1(name: str, published: dict) -> float | None:
+    """The weight set's own top-1 for ``arch.tag``, else the paper's for the architecture."""
+    arch, _, tag = name.partition(".")
+    if tag:
+        from zoo.pretrained import get_manifest
+
+        return get_manifest(arch, tag).metrics.get("top1")
+    return published.get("top1")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -135,7 +148,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from zoo.binary.summary import summary
 
-    console.print(str(summary(args.name, input_size=args.input_size)))
+    print(summary(args.name, input_size=args.input_size))  # plain text, never re-wrapped
     return 0
 
 
@@ -200,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
+    except BrokenPipeError:  # `zoo ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

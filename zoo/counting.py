@@ -117,10 +117,9 @@ def count(
     ``default_cfg["input_size"]``.
     """
     if isinstance(model_or_name, str):
-        import zoo
-
         name = model_or_name
-        model = zoo.create(name)
+        model, weights_size = _architecture_of(name)
+        input_size = input_size or weights_size
     else:
         model = model_or_name
         name = (getattr(model, "default_cfg", None) or {}).get("architecture", type(model).__name__)
@@ -129,6 +128,20 @@ def count(
     macs = sum(layer_macs(model, size).values())
     fv_total, skipped, by_op = fvcore_analysis(model, size) if fvcore else (None, {}, {})
     return Complexity(name, size, params, macs, fv_total, skipped, by_op, params * 4 / MIB)
+
+
+def _architecture_of(name: str) -> tuple[nn.Module, tuple[int, int, int] | None]:
+    """The model ``name`` stands for, without loading weights (counting needs none): for
+    ``arch.tag`` the variant and head of that weight set, and its input size."""
+    import zoo
+
+    arch, _, tag = name.partition(".")
+    if not tag:
+        return zoo.create(arch), None
+    from zoo.pretrained import data_config, pretrained_head, pretrained_model_kwargs
+
+    model = zoo.create(arch, **pretrained_head(arch, tag), **pretrained_model_kwargs(arch, tag))
+    return model, tuple(data_config(name)["input_size"])
 
 
 def _resolve_input_size(model: nn.Module, input_size) -> tuple[int, int, int]:

@@ -47,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo model name, e.g. squeezenet1_0")
     p.add_argument("--checkpoint", help="a zoo training checkpoint to compress (default: init)")
     p.add_argument("--pretrained", default=None, help="weight tag or file for zoo.create")
-    p.add_argument(
-        "--num-classes", type=int, default=None, help="[the weights', else 1000]"
-    )
+    p.add_argument("--num-classes", type=int, default=None, help="[the weights', else 1000]")
     p.add_argument("--in-chans", type=int, default=None, help="[the weights', else 3]")
     p.add_argument(
         "--sparsity",
