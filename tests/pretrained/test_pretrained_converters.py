@@ -189,9 +189,11 @@ def test_weights_for_a_variant_name_the_kwargs(zoo_env, http_server):
     assert zoo.pretrained.pretrained_model_kwargs("shufflenet_g3_x0_25", "ptcv_in1k") == {
         "stem_chs": 6
     }
-    try:  # a registry that applies pretrained_model_kwargs builds the right variant itself
-        model = zoo.create("shufflenet_g3_x0_25", pretrained="ptcv_in1k").eval()
-    except StateDictMismatchError as e:
-        assert "zoo.create('shufflenet_g3_x0_25', stem_chs=6, pretrained='ptcv_in1k')" in str(e)
-    else:
-        assert (_logits(model) - _logits(source)).abs().max().item() < TOL
+    # zoo.create applies the weights' kwargs itself and builds the 6-channel variant ...
+    model = zoo.create("shufflenet_g3_x0_25", pretrained="ptcv_in1k").eval()
+    assert model.features.stem.conv.out_channels == 6
+    assert (_logits(model) - _logits(source)).abs().max().item() < TOL
+    # ... and a caller who forces another stem is told which variant the weights need.
+    with pytest.raises(StateDictMismatchError) as e:
+        zoo.create("shufflenet_g3_x0_25", pretrained="ptcv_in1k", stem_chs=12)
+    assert "zoo.create('shufflenet_g3_x0_25', stem_chs=6, pretrained='ptcv_in1k')" in str(e.value)
