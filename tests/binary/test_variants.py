@@ -114,8 +114,9 @@ def _train_size(name: str) -> int:
 def test_trains_a_few_steps_with_loss_going_down(name):
     torch.manual_seed(0)
     size = max(_train_size(name), get_cfg(name).min_input_size)
-    model = zoo.create(name, num_classes=10).train()
-    x, y = torch.randn(8, 3, size, size), torch.arange(8) % 10
+    # Grayscale input and 10 classes: the twins build with changed in_chans/num_classes too.
+    model = zoo.create(name, num_classes=10, in_chans=1).train()
+    x, y = torch.randn(8, 1, size, size), torch.arange(8) % 10
     opt = torch.optim.Adam(model.parameters(), lr=_lr(name))
     initial = None
     for _ in range(10):
