@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -178,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown(rows))
     if args.json:
+        from zoo.utils import atomic_write
+
         payload = {"args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent or ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, lambda f: json.dump(payload, f, indent=2), mode="w")
     return 0
 
 

@@ -32,6 +32,7 @@ from zoo.counting import count
 from zoo.data import FashionMNIST
 from zoo.train import create_optimizer, create_scheduler, evaluate, train_one_epoch
 from zoo.train.distributed import DistInfo
+from zoo.utils import atomic_path, atomic_write_text
 
 # The models compressed on Fashion-MNIST are the zoo's own `fashion_mnist` weights (trained
 # with `zoo train`, see docs/fashion_mnist.md); retraining after pruning and codebook
@@ -432,7 +433,8 @@ def plot_all(results: dict, curves: dict, docs: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = docs / "compression_lowrank_error.png"
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)
         written.append(path)
     sweeps = {
@@ -465,7 +467,8 @@ def plot_all(results: dict, curves: dict, docs: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = docs / "compression_lowrank_accuracy.png"
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)
         written.append(path)
     ladders = {k: v["ladder"] for k, v in results.get("paper_sizes", {}).items()}
@@ -485,7 +488,8 @@ def plot_all(results: dict, curves: dict, docs: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = docs / "compression_stages.png"
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)
         written.append(path)
     return written
@@ -726,14 +730,14 @@ def main(argv=None) -> int:
         curves.update(
             {f"{name}: {k}": v for k, v in error_curves(float_model, CURVE_LAYERS[name]).items()}
         )
-        out.write_text(json.dumps(results, indent=1, default=float))  # keep what is done
+        atomic_write_text(out, json.dumps(results, indent=1, default=float))  # keep what is done
     results["lowrank_error_curves"] = curves
     part = "sizes" if args.skip_fmnist else ("fmnist" if args.skip_sizes else "all")
     results[f"seconds_{part}"] = time.time() - t_start
     docs.mkdir(parents=True, exist_ok=True)
     plots = plot_all(results, curves, docs)
-    out.write_text(json.dumps(results, indent=1, default=float))
-    (docs / "compression.md").write_text(render_docs(results, [p.name for p in plots]))
+    atomic_write_text(out, json.dumps(results, indent=1, default=float))
+    atomic_write_text(docs / "compression.md", render_docs(results, [p.name for p in plots]))
     names = [str(p) for p in plots]
     log(f"done in {(time.time() - t_start) / 60:.1f} min; results in {out}; plots: {names}")
     return 0

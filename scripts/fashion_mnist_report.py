@@ -21,6 +21,7 @@ import zoo
 from zoo.pretrained import load_manifests
 from zoo.registry import get_cfg
 from zoo.train.publish import evaluate_fashion_mnist
+from zoo.utils import atomic_path, atomic_write_text
 
 TAGS = ("fashion_mnist", "fashion_mnist_kd")
 
@@ -153,9 +154,8 @@ def plot(table: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(table, Path(args.plot))
         plot_name = Path(args.plot).name
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render(table, plot_name))
-    tmp.replace(out)
+    atomic_write_text(out, render(table, plot_name))
     print(json.dumps([{k: r[k] for k in ("arch", "tag", "top1", "macs")} for r in table], indent=1))
     print(f"wrote {out}" + (f" and {args.plot}" if args.plot else ""))
     return 0

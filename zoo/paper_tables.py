@@ -14,6 +14,7 @@ from pathlib import Path
 
 from zoo.counting import count
 from zoo.registry import get_cfg, is_model
+from zoo.utils import atomic_path
 
 __all__ = [
     "PaperRow",
@@ -268,9 +269,7 @@ def plot_accuracy_vs_macs(path: str | Path, accuracy: dict[str, dict] | None = N
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

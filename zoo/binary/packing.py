@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from zoo.binary.layers import is_binary
+from zoo.utils import atomic_write_bytes
 
 __all__ = [
     "save_binary",
@@ -66,21 +66,6 @@ def unpack_signs(
 
 def _binary_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if is_binary(m)}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _model_meta(model: nn.Module) -> dict[str, Any]:
@@ -124,9 +109,7 @@ def save_binary(model: nn.Module, path: str | os.PathLike) -> Path:
         tensors[key] = t.detach().cpu().contiguous()
     meta = {"format": FORMAT, "layers": layer_meta, **_model_meta(model)}
     data = st_save(tensors, metadata={"zoo": json.dumps(meta)})
-    path = Path(path)
-    _atomic_write(path, data)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from torch.nn.utils import parametrize
 
 from zoo.compress import huffman
 from zoo.compress.layers import PerLayer, compressible_layers, layer_kind, resolve_per_layer
+from zoo.utils import atomic_write_bytes
 
 __all__ = [
     "MAGIC",
@@ -337,24 +337,6 @@ def _serialize(cm: CompressedModel) -> tuple[bytes, dict[str, int]]:
     return body + struct.pack("<I", zlib.crc32(body)), sizes
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save(
     model: nn.Module | CompressedModel,
     path: str | os.PathLike,
@@ -375,7 +357,7 @@ def save(
         else encode_model(model, bits, index_bits, arch, create_kwargs)
     )
     data, sizes = _serialize(cm)
-    write_atomic(path, data)
+    atomic_write_bytes(path, data)
     return size_report(cm, sizes)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from zoo.utils import atomic_write
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -185,15 +186,8 @@ def class_dirname(name: str) -> str:
 
 
 def _save_png_atomic(img: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # No fsync: a folder gets tens of thousands of small files, and a lost one is rewritten.
+    atomic_write(path, lambda f: img.save(f, format="PNG"), fsync=False)
 
 
 def _as_pil(img: Any) -> Image.Image:

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zoo.utils import atomic_path, atomic_write_text
+
 __all__ = [
     "PEERS",
     "PeerSpec",
@@ -770,20 +772,9 @@ def plot_latency(results: Sequence[Measurement], path: str | os.PathLike, batch:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-
-
-def _save_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---------------------------------------------------------------- command line
@@ -926,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
         text = render_markdown(
             results, meta, notes, args.repeats, args.min_run_ms / 1e3, extra=extra
         )
-        _save_atomic(args.out, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
     if args.plot and results:
         plot_latency(results, args.plot, batch=min(args.batch_sizes))

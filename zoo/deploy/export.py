@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zoo.utils import atomic_path
+
 __all__ = [
     "ExportError",
     "ExportResult",
@@ -237,18 +239,14 @@ def export_onnx(
     try:
         if fuse:
             module = _fused(original, name, shape)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        # Renamed into place only if the block ends cleanly: a failed export or check
+        # (ExportError) deletes the temporary file and leaves ``path`` as it was.
+        with atomic_path(path) as tmp:
             ops = _write(module, tmp, name, shape, dynamic_batch, opset)
             diff, note = None, ""
             if check:
                 batch = 2 if dynamic_batch else shape[0]
                 diff, note = _check(module, tmp, name, (batch, *shape[1:]), opset, atol)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     finally:
         original.train(was_training)
     size = path.stat().st_size

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from zoo.utils import atomic_write_text
+
 if TYPE_CHECKING:
     from zoo.pretrained.manifests import WeightFile
 
@@ -196,12 +198,6 @@ def _temp_path(directory: Path, name: str) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    with _temp_path(path.parent, path.name) as tmp:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -330,11 +326,11 @@ def download_file(spec: WeightFile, dest: Path, *, progress: bool = True) -> Pat
             with _temp_path(dest.parent, dest.name) as member:
                 _extract_member(raw, spec.member or spec.file_name, member, what)
                 sha256 = verify_file(member, spec, linked_sha256=None, what=what)
-                _write_text_atomic(_sidecar(dest), sha256 + "\n")
+                atomic_write_text(_sidecar(dest), sha256 + "\n")
                 os.replace(member, dest)
         else:
             sha256 = verify_file(raw, spec, linked_sha256=linked, what=what)
-            _write_text_atomic(_sidecar(dest), sha256 + "\n")
+            atomic_write_text(_sidecar(dest), sha256 + "\n")
             os.replace(raw, dest)
     _logger.info("downloaded %s (sha256 %s) to %s", spec.url, sha256, dest)
     return dest

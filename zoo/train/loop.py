@@ -20,7 +20,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -68,6 +67,7 @@ from zoo.train.distributed import (
     distribute_bn,
     init_distributed,
 )
+from zoo.utils import atomic_write
 
 __all__ = [
     "param_groups",
@@ -401,17 +401,12 @@ def _wrap(model: nn.Module, info: DistInfo) -> nn.Module:
 
 
 def _write_csv_atomic(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def write(f) -> None:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+    atomic_write(path, write, mode="w", newline="")
 
 
 _SUMMARY_HEADER = [
@@ -1077,11 +1072,7 @@ def _plain_cfg(v: Any) -> Any:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True), mode="w")
 
 
 def _check_resumable(path: Path, args: argparse.Namespace, classes: Sequence[str]) -> dict:

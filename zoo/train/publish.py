@@ -17,7 +17,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,40 +33,19 @@ from zoo.registry import get_cfg
 from zoo.train.checkpoint import load_checkpoint, model_from_checkpoint
 from zoo.train.loop import build_parser as train_parser
 from zoo.train.loop import evaluate
+from zoo.utils import atomic_path, atomic_write_text
 
 __all__ = ["publish", "recipe_command", "evaluate_fashion_mnist", "main"]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_weights(model: nn.Module, path: Path) -> None:
-    """safetensors of the state dict, or a 1-bit file for a binary model; atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """safetensors of the state dict, or a 1-bit file for a binary model; atomic, 0o644."""
     if any(is_binary(m) for m in model.modules()):
-        save_binary(model, path)
-        os.chmod(path, 0o644)
+        save_binary(model, path)  # atomic and 0o644 too (zoo.utils.atomic_write_bytes)
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def recipe_command(args: dict[str, Any], command: str = "train") -> str:
@@ -182,7 +160,7 @@ def publish(
         "notes": notes,
     }
     path = wdir / f"{arch}.{tag}.json"
-    _atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     old_env = os.environ.get("ZOO_WEIGHTS_DIR")
     os.environ["ZOO_WEIGHTS_DIR"] = str(wdir.resolve())
     manifests.clear_cache()
@@ -210,7 +188,7 @@ def publish(
         else:
             os.environ["ZOO_WEIGHTS_DIR"] = old_env
         manifests.clear_cache()
-    _atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
 
 

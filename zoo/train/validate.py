@@ -17,7 +17,6 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from zoo.train.checkpoint import (
 )
 from zoo.train.distributed import DistInfo, init_distributed
 from zoo.train.loop import amp_settings, evaluate
+from zoo.utils import atomic_write
 
 __all__ = [
     "RESULT_FIELDS",
@@ -291,19 +291,14 @@ def write_results(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Pa
                     "pass another --results-file"
                 )
             old = list(reader)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
-            w.writeheader()
-            w.writerows(old)
-            w.writerows({k: r.get(k, "") for k in RESULT_FIELDS} for r in rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    def write(f) -> None:
+        w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+        w.writeheader()
+        w.writerows(old)
+        w.writerows({k: r.get(k, "") for k in RESULT_FIELDS} for r in rows)
+
+    return atomic_write(path, write, mode="w", newline="")
 
 
 def validate_models(
