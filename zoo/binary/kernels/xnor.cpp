@@ -680,13 +680,56 @@ void lut_weights(const uint64_t* wts, const Geom& g, int64_t grp, int64_t o_begi
 }
 #endif
 
+#if ZOO_SIMD
+// One output channel over n <= 16 consecutive positions of one image, from a tile buffer that
+// holds its popcounts every `stride` int32: one gather, `bits - 2 * pc`, one masked store, as
+// int32 or as `dot * scale + bias` in float32 (multiply, then add: the scalar path's rounding).
+ZOO_TARGET_AVX512 inline __m512i column_dots_avx512(const int32_t* pc, int stride, __mmask16 m,
+                                                    int32_t bits) {
+  const __m512i idx = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(stride));
+  const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, pc, 4);
+  return _mm512_sub_epi32(_mm512_set1_epi32(bits), _mm512_slli_epi32(v, 1));
+}
+
+ZOO_TARGET_AVX512 void column_int_avx512(const int32_t* pc, int stride, int n, int32_t bits,
+                                         int32_t* dst) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  _mm512_mask_storeu_epi32(dst, m, column_dots_avx512(pc, stride, m, bits));
+}
+
+ZOO_TARGET_AVX512 void column_f32_avx512(const int32_t* pc, int stride, int n, int32_t bits,
+                                         float scale, float bias, float* dst) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  const __m512 dots = _mm512_cvtepi32_ps(column_dots_avx512(pc, stride, m, bits));
+  const __m512 v = _mm512_add_ps(_mm512_mul_ps(dots, _mm512_set1_ps(scale)),
+                                 _mm512_set1_ps(bias));
+  _mm512_mask_storeu_ps(dst, m, v);
+}
+#endif
+
 // Where phase 2 puts the dot product of output channel `oc` at flat position `off` (row
 // offset n * O * P + position): as int32, or as `dot * scale[oc] + bias[oc]` in the input's
 // float type, which saves the caller three passes over the output (convert, scale, shift).
+// `column` writes one channel of a block of consecutive positions at once where it can
+// (AVX-512, float32/int32), and returns false to leave it to the element-wise path.
 struct IntWriter {
   int32_t* out;
   int64_t P;
+  bool simd;
   void operator()(int64_t oc, int64_t off, int32_t dot) const { out[oc * P + off] = dot; }
+  bool column([[maybe_unused]] int64_t oc, [[maybe_unused]] int64_t off0,
+              [[maybe_unused]] const int32_t* pc, [[maybe_unused]] int stride,
+              [[maybe_unused]] int n, [[maybe_unused]] int32_t bits) const {
+#if ZOO_SIMD
+    if (simd) {
+      column_int_avx512(pc, stride, n, bits, out + oc * P + off0);
+      return true;
+    }
+#endif
+    return false;
+  }
 };
 
 template <typename T>
@@ -695,9 +738,22 @@ struct AffineWriter {
   int64_t P;
   const float* scale;
   const float* bias;  // may be null
+  bool simd;
   void operator()(int64_t oc, int64_t off, int32_t dot) const {
     const float v = static_cast<float>(dot) * scale[oc] + (bias ? bias[oc] : 0.f);
     out[oc * P + off] = static_cast<T>(v);
+  }
+  bool column([[maybe_unused]] int64_t oc, [[maybe_unused]] int64_t off0,
+              [[maybe_unused]] const int32_t* pc, [[maybe_unused]] int stride,
+              [[maybe_unused]] int n, [[maybe_unused]] int32_t bits) const {
+#if ZOO_SIMD
+    if (simd && std::is_same<T, float>::value) {
+      column_f32_avx512(pc, stride, n, bits, scale[oc], bias ? bias[oc] : 0.f,
+                        reinterpret_cast<float*>(out) + oc * P + off0);
+      return true;
+    }
+#endif
+    return false;
   }
 };
 
@@ -707,9 +763,11 @@ struct AffineWriter<double> {  // float64 models: scale in double, as the float 
   int64_t P;
   const float* scale;
   const float* bias;
+  bool simd;
   void operator()(int64_t oc, int64_t off, int32_t dot) const {
     out[oc * P + off] = static_cast<double>(dot) * scale[oc] + (bias ? bias[oc] : 0.0);
   }
+  bool column(int64_t, int64_t, const int32_t*, int, int, int32_t) const { return false; }
 };
 
 // Phase 2: tasks of (group, block of output channels, block of output positions), each
@@ -804,11 +862,14 @@ void gemm_phase(const uint64_t* packed, const uint64_t* wts, const Geom& g, cons
       }
 #endif
       const int64_t ntiles = rows_pad / ker.MR;
+      // The block's positions are consecutive in the output unless it spans two images.
+      const bool one_image = row_off[nrows - 1] - row_off[0] == nrows - 1;
       for (int64_t o = o_begin; o < o_end; o += ker.NR) {
         ker.fn(a_rows, w_rows + (o - o_begin) * stride, stride, nwords, ntiles, pc);
         const int64_t nr = std::min<int64_t>(ker.NR, g.Og - o);
         for (int64_t j = 0; j < nr; ++j) {
           const int64_t oc = grp * g.Og + o + j;
+          if (one_image && write.column(oc, row_off[0], pc + j, ker.NR, nrows, bits)) continue;
           for (int64_t i = 0; i < nrows; ++i) write(oc, row_off[i], bits - 2 * pc[i * ker.NR + j]);
         }
       }
@@ -921,13 +982,15 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   if (prof) prof->pack = seconds_since(t0);
   Clock::time_point t1 = Clock::now();
   const uint64_t* words = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  const bool simd = backend == kAvx512;  // the column writers are AVX-512 code
   if (!affine) {
-    gemm_phase(packed, words, g, ker, IntWriter{out.data_ptr<int32_t>(), g.P}, prof);
+    gemm_phase(packed, words, g, ker, IntWriter{out.data_ptr<int32_t>(), g.P, simd}, prof);
   } else {
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "xnor_affine", [&] {
       gemm_phase(packed, words, g, ker,
-                 AffineWriter<scalar_t>{out.data_ptr<scalar_t>(), g.P, scale.data_ptr<float>(), b},
+                 AffineWriter<scalar_t>{out.data_ptr<scalar_t>(), g.P, scale.data_ptr<float>(), b,
+                                        simd},
                  prof);
     });
   }
