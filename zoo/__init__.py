@@ -7,6 +7,7 @@ print(zoo.count(model))
 
 from zoo.binary import binarize, load_binary, save_binary, summary
 from zoo.counting import count
+from zoo.deploy import export_onnx, fuse
 from zoo.pretrained import data_config, transforms
 from zoo.registry import create, list_families, list_models, model_info, register_model
 
@@ -23,6 +24,8 @@ __all__ = [
     "binarize",
     "save_binary",
     "load_binary",
+    "fuse",
+    "export_onnx",
     "data_config",
     "transforms",
 ]
