@@ -6,7 +6,7 @@ clearly below both. This script trains the three twins from the same initial wei
 the same recipe and prints top-1 test accuracy next to each model's binary-aware size.
 
 Data: the idx.gz files of the Debian package ``dataset-fashion-mnist``
-(``/usr/share/datasets/fashion-mnist``), read here with a small parser. Images are
+(``/usr/share/datasets/fashion-mnist``), read with ``zoo.data.FashionMNIST``. Images are
 zero-padded 28 -> 32 (the zoo's minimum input size) and normalised; no augmentation.
 
     python scripts/binary_fashion_mnist.py        # the run in docs/binary.md (~15-20 min, 1 core)
@@ -19,9 +19,7 @@ The defaults train on a fixed random 6,000-image subset for 2 epochs and test on
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -31,39 +29,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from zoo.data.fashion_mnist import MEAN as _MEAN
+from zoo.data.fashion_mnist import STD as _STD
+
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
-FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (/255)
-IDX_MAGIC = {0x00000803: 3, 0x00000801: 1}  # unsigned-byte images (3 dims), labels (1 dim)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file of unsigned bytes (images N x 28 x 28 or labels N)."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found; install the Debian package dataset-fashion-mnist "
-            "or pass --data-dir with the four *-ubyte.gz files"
-        )
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    (magic,) = struct.unpack(">I", data[:4])
-    if magic not in IDX_MAGIC:
-        raise ValueError(f"{path}: bad IDX magic {magic:#010x}, expected 0x803 or 0x801")
-    ndim = IDX_MAGIC[magic]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {body.size} bytes (truncated?)")
-    return body.reshape(dims)
+MEAN, STD = _MEAN[0], _STD[0]  # Fashion-MNIST training-set pixel statistics (/255)
 
 
 def load_split(data_dir: Path, split: str, limit: int | None, seed: int):
     """Normalised, 32x32-padded images (N, 1, 32, 32) and labels; a fixed random subset."""
-    images = read_idx(data_dir / FILES[split][0])
-    labels = read_idx(data_dir / FILES[split][1])
+    from zoo.data import FashionMNIST
+
+    ds = FashionMNIST(data_dir, train=split == "train")  # clear error if the files are missing
+    images, labels = ds.data.numpy(), ds.targets.numpy()
     if limit is not None and limit < len(labels):
         idx = np.random.default_rng(seed).permutation(len(labels))[:limit]
         images, labels = images[idx], labels[idx]
