@@ -795,6 +795,11 @@ def select_models(patterns: Sequence[str] | None) -> list[str]:
     return names
 
 
+def _selected(name: str, patterns: Sequence[str] | None) -> bool:
+    """True when no patterns are given or ``name`` matches one of them."""
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def twins_of(name: str) -> list[str]:
     """Registered ``bwn_``/``xnor_`` twins of a float model (none until zoo.binary registers)."""
     import zoo
@@ -824,6 +829,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true", help="also time zoo.deploy.fuse(model)")
     p.add_argument("--channels-last", action="store_true", help="also time channels_last")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument(
+        "--compile-models",
+        nargs="+",
+        default=None,
+        metavar="PATTERN",
+        help="with --compile, only these models get the compiled variant (compiling takes "
+        "about a minute per model and batch size on CPU)",
+    )
     p.add_argument(
         "--binary",
         choices=["auto", "yes", "no"],
@@ -881,15 +894,14 @@ def main(argv: list[str] | None = None) -> int:
     size = (3, args.input_size, args.input_size)
     for name in tqdm(names, desc="benchmark", unit="model"):
         binary = args.binary == "yes" or (args.binary == "auto" and twins_of(name))
-        if args.binary_models:
-            binary = binary and any(fnmatch.fnmatchcase(name, p) for p in args.binary_models)
+        binary = binary and _selected(name, args.binary_models)
         try:
             rows = benchmark_model(
                 name,
                 args.batch_sizes,
                 fuse=args.fuse,
                 channels_last=args.channels_last,
-                compile=args.compile,
+                compile=args.compile and _selected(name, args.compile_models),
                 peers=[] if args.no_peers else None,
                 twins=twins_of(name) if binary else (),
                 input_size=size,
