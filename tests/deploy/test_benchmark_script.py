@@ -4,6 +4,7 @@ No timing figure is asserted: the script is the measurement."""
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
@@ -159,3 +160,33 @@ def test_zoo_cli_delegates_benchmark(tmp_path):
         ]
     )  # fmt: skip
     assert rc == 0 and "mobilenet_v1_x0_25" in out.read_text()
+
+
+def test_packed_xnor_twin_is_timed_and_reported(tmp_path):
+    """The xnor twin also runs on packed bits, reported against its float twin and peers."""
+    rows = bm.benchmark_model(
+        "shufflenet_v2_x0_5",
+        [1],
+        fuse=True,
+        twins=["xnor_shufflenet_v2_x0_5"],
+        input_size=(3, 64, 64),
+        repeats=2,
+        min_run_s=0.0,
+    )
+    packed = [m for m in rows if m.variant == "packed"]
+    assert len(packed) == 1 and not packed[0].error and packed[0].times
+    text = bm.render_markdown(rows, {"threads": "1"})
+    row = next(ln for ln in text.splitlines() if ln.startswith("| xnor_shufflenet_v2_x0_5 | 1 |"))
+    assert "tv:shufflenet_v2_x0_5" in row and row.count("x |") >= 2
+
+
+def test_binary_kernel_section_reports_the_paper_layer_and_a_profile():
+    lines = bm.binary_kernel_report(repeats=4)
+    text = "\n".join(lines)
+    assert "| N=1 C=256 14x14 k=3 |" in text and "62.3x" in text  # S = 64cN_W/(cN_W+64)
+    for c, hw in ((64, 56), (128, 28), (512, 7)):
+        assert f"| N=1 C={c} {hw}x{hw} k=3 |" in text
+    assert "PackedBinaryConv2d" in text
+    # 1 bit per weight against 32, less the padding of each filter to whole 64-bit words.
+    ratio = float(re.search(r"\(([\d.]+)x smaller\)", text).group(1))
+    assert 25 <= ratio <= 32
