@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--fuse", action="store_true", help="export zoo.deploy.fuse(model)")
     p.add_argument("--pretrained", default=None, help="weight tag or file for zoo.create")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=int, default=None, help="[the weights', else 1000]")
+    p.add_argument("--in-chans", type=int, default=None, help="[the weights', else 3]")
     p.add_argument("--input-size", type=int, default=None, help="square input side")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension")
@@ -438,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``zoo export NAME --onnx FILE``: returns 0 on success, 2 with a message otherwise."""
     args = build_parser().parse_args(argv)
-    kwargs = {"num_classes": args.num_classes}
+    given = {"num_classes": args.num_classes, "in_chans": args.in_chans}
+    kwargs = {k: v for k, v in given.items() if v is not None}
     if args.pretrained:
         kwargs["pretrained"] = args.pretrained
     try:
