@@ -268,12 +268,20 @@ def _check_unique_file_names(manifests: dict[str, Manifest]) -> None:
 
 
 def _sort_key(m: Manifest) -> tuple:
+    # The default first, then published weights before the zoo's own (other datasets: their
+    # top-1 is not comparable), each by top-1, best first.
     top1 = m.metrics.get("top1")
-    return (not m.default, -(top1 if isinstance(top1, (int, float)) else -1.0), m.tag)
+    return (
+        not m.default,
+        m.source == "zoo",
+        -(top1 if isinstance(top1, (int, float)) else -1.0),
+        m.tag,
+    )
 
 
 def list_tags(arch: str) -> list[str]:
-    """Weight tags of ``arch``: the default first, then by published top-1, best first."""
+    """Weight tags of ``arch``: the default first, then published weights by top-1 (best
+    first), then the zoo's own (e.g. ``fashion_mnist``)."""
     ms = [m for m in load_manifests().values() if m.arch == arch]
     return [m.tag for m in sorted(ms, key=_sort_key)]
 
