@@ -61,11 +61,14 @@ def test_one_default_per_arch_listed_first(shipped_manifests):
 
 def test_list_models_and_model_info_show_tags(shipped_manifests):
     names = zoo.list_models("shufflenet_v2*", pretrained=True)
-    assert "shufflenet_v2_x1_0.tv_in1k" in names
-    assert len(names) == 4
+    assert [n for n in names if n.endswith("_in1k")] == [
+        f"shufflenet_v2_{w}.tv_in1k" for w in ("x0_5", "x1_0", "x1_5", "x2_0")
+    ]
+    assert "shufflenet_v2_x1_0.fashion_mnist" in names  # the zoo's own weights
     assert "mobilenet_v2.ra_in1k" in zoo.list_models(pretrained=True)
-    info = zoo.model_info("shufflenet_g3")
-    assert info["pretrained_tags"] == ["ptcv_in1k"]
+    # The default first, published weights before the zoo's own.
+    assert zoo.model_info("shufflenet_v2_x1_0")["pretrained_tags"] == ["tv_in1k", "fashion_mnist"]
+    assert zoo.model_info("mobilenet_v2")["pretrained_tags"] == ["tv2_in1k", "ra_in1k", "tv_in1k"]
 
 
 def test_torchvision_manifests_match_torchvision(shipped_manifests):
