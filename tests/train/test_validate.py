@@ -178,3 +178,16 @@ def test_train_folder_without_val_is_explained(trained_run, fm_split_folder, tmp
     shutil.copytree(fm_split_folder / "train", tmp_path / "d" / "train")
     assert main([str(trained_run / "best.pt"), "--data", str(tmp_path / "d"), "--no-progress"]) == 2
     assert "no val/ folder; pass --split train" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_shipped_weights_validate_by_class_name(fm_folder, monkeypatch, tmp_path):
+    """`zoo validate NAME --pretrained fashion_mnist`: the weights' head (10 classes, 1
+    channel) and class names; folders sort alphabetically ('Ankle boot' first), so only a
+    mapping by name scores the model's real accuracy on these 320 test images."""
+    monkeypatch.setenv("ZOO_OFFLINE", "1")  # the weights are shipped in weights/
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.delenv("ZOO_WEIGHTS_DIR", raising=False)
+    row = validate("shufflenet_v2_x1_0", fm_folder, pretrained="fashion_mnist", progress=False)
+    assert row["count"] == 320 and row["param_count"] == pytest.approx(1.263, abs=1e-3)
+    assert row["top1"] > 85.0  # 92.1 on the whole test set; 10 % if classes were mismatched

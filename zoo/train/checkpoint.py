@@ -53,8 +53,8 @@ class CheckpointMismatchError(CheckpointError):
 
 def create_model(
     name: str,
-    num_classes: int,
-    in_chans: int = 3,
+    num_classes: int | None,
+    in_chans: int | None = 3,
     pretrained: bool | str = False,
     arch_overrides: Mapping[str, Any] | None = None,
     **kwargs: Any,

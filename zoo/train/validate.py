@@ -167,12 +167,13 @@ def load_model(
     if spec.endswith((".pt", ".pth")) or os.sep in spec:
         raise FileNotFoundError(f"checkpoint {spec!r} does not exist")
     flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
-    if num_classes is None:
-        num_classes = 1000 if flag else None
-    model = create_model(
-        spec, num_classes=num_classes or 1000, in_chans=in_chans or 3, pretrained=flag
-    )
-    return model.eval(), None, model, (f"pretrained:{pretrained}" if flag else "random-init")
+    if not flag:
+        num_classes, in_chans = num_classes or 1000, in_chans or 3
+    # With weights, an unset head and input are the weights' own (zoo.create's rule); their
+    # class names, when recorded, map the folders to the outputs by name.
+    model = create_model(spec, num_classes=num_classes, in_chans=in_chans, pretrained=flag)
+    classes = list((getattr(model, "pretrained_cfg", None) or {}).get("categories") or []) or None
+    return model.eval(), classes, model, (f"pretrained:{pretrained}" if flag else "random-init")
 
 
 def _target_map(
