@@ -358,8 +358,25 @@ ZOO_TARGET_AVX512 inline __m512i hsum8_epi64_avx512(const __m512i* v) {
                           _mm512_shuffle_i64x2(q01, q23, odd));
 }
 
+// One step of a tile: words [w, w + 8) of MR rows of A against the same words of NR rows of
+// B (masked for the last words of a row), accumulated per (row, row) pair.
+template <int MR, int NR>
+ZOO_TARGET_AVX512 inline void tile_step_avx512(const uint64_t* a, const uint64_t* B, int64_t ks,
+                                               int64_t w, __mmask8 m, __m512i (&acc)[MR][NR]) {
+  __m512i av[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_epi64(m, a + i * ks + w);
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    const __m512i bv = _mm512_maskz_loadu_epi64(m, B + j * ks + w);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+      acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[i], bv)));
+  }
+}
+
 // AVX-512 VPOPCNTDQ: XOR and popcount 8 words per instruction, 64-bit accumulators (no
-// overflow folding needed); the last 4 words of a row, if any, use a masked load.
+// overflow folding needed); the last words of a row, if fewer than 8, use masked loads.
 template <int MR, int NR>
 ZOO_TARGET_AVX512 void tiles_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
                                     int64_t nwords, int64_t ntiles, int32_t* pc) {
@@ -373,22 +390,8 @@ ZOO_TARGET_AVX512 void tiles_avx512(const uint64_t* A, const uint64_t* B, int64_
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k = 0; k <= nfull; ++k) {
-      const bool last = (k == nfull);
-      if (last && rest == 0) break;
-      const __mmask8 m = last ? tail : static_cast<__mmask8>(0xff);
-      __m512i av[MR];
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_epi64(m, a + i * ks + 8 * k);
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {
-        const __m512i bv = _mm512_maskz_loadu_epi64(m, B + j * ks + 8 * k);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i)
-          acc[i][j] = _mm512_add_epi64(acc[i][j],
-                                       _mm512_popcnt_epi64(_mm512_xor_si512(av[i], bv)));
-      }
-    }
+    for (int64_t k = 0; k < nfull; ++k) tile_step_avx512<MR, NR>(a, B, ks, 8 * k, 0xff, acc);
+    if (rest) tile_step_avx512<MR, NR>(a, B, ks, 8 * nfull, tail, acc);
     static_assert(MR * NR % 8 == 0, "tiles reduce 8 accumulators at a time");
     const __m512i* flat = &acc[0][0];
 #pragma GCC unroll 4
