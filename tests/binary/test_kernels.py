@@ -9,7 +9,9 @@ fallback are checked on hand-picked odd shapes and on random shapes (hypothesis)
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -342,3 +344,13 @@ def test_bench_smoke():
     r = bench_binary_conv(c=16, hw=6, k=3, repeats=2, warmup=1, threads=1)
     assert r["threads"] == 1 and r["float_ms"] > 0 and r["xnor_ms"] > 0
     assert r["weight_memory_ratio"] > 1
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")
+@pytest.mark.skipif(
+    os.environ.get("ZOO_NO_EXTENSION", "") not in ("", "0"), reason="ZOO_NO_EXTENSION is set"
+)
+def test_extension_builds_where_a_compiler_exists():
+    """The fallback keeps zoo usable without a compiler; with one, a build error must fail
+    the suite instead of quietly skipping every C++ test."""
+    assert CPP_BACKENDS, f"the XNOR extension did not build: {K._STATE.error}"
