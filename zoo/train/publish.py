@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def recipe_command(args: dict[str, Any], command: str = "train") -> str:
         if flag_only:
             parts.append(max(flag_only[0].option_strings, key=len))
         elif with_value:
-            parts += [max(with_value[0].option_strings, key=len), str(value)]
+            parts += [max(with_value[0].option_strings, key=len), shlex.quote(str(value))]
     return " ".join(parts)
 
 
