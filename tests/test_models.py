@@ -52,6 +52,16 @@ def test_bad_input_shape_errors(shape, match):
         model(torch.randn(*shape))
 
 
+def test_wrong_input_dtype_names_the_fix():
+    model = zoo.create("shufflenet_g3")
+    with pytest.raises(TypeError, match=r"x.to\(torch.float32\) or model.to\(torch.float64\)"):
+        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(TypeError, match="convert the images to float"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="must be an int"):
+        model.reset_classifier(2.5)
+
+
 @pytest.mark.parametrize("res", [128, 160, 192, 224])
 def test_mobilenet_v1_any_resolution(res):
     model = zoo.create("mobilenet_v1_x0_25").eval()

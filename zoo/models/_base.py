@@ -57,6 +57,14 @@ class ZooModel(nn.Module):
                 f"(shape {tuple(x.shape)}); create the model with in_chans={x.shape[1]} "
                 "or convert the images"
             )
+        weight = next(self.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype:
+            fix = (
+                f"x.to({weight.dtype}) or model.to({x.dtype})"
+                if x.is_floating_point()
+                else "convert the images to float first, e.g. with zoo.transforms(model)"
+            )
+            raise TypeError(f"input is {x.dtype} but the model's weights are {weight.dtype}; {fix}")
         if min(x.shape[-2:]) < self.min_input_size:
             raise ValueError(
                 f"input {tuple(x.shape[-2:])} is smaller than this model's minimum "
@@ -82,8 +90,10 @@ class ZooModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` outputs."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.classifier = self._new_classifier(num_classes)
         if isinstance(getattr(self, "default_cfg", None), dict):
