@@ -82,7 +82,9 @@ def render(table: list[dict], plot_name: str | None) -> str:
         "XNOR twins keep the first conv, depthwise convs and classifier float (see "
         "docs/binary.md) and ship as 1-bit files (`zoo.save_binary`: signs packed 8 per byte). "
         "MACs are conv + linear multiply-adds at the input size; for XNOR twins most of them are "
-        "1-bit (XNOR + popcount).",
+        "1-bit (XNOR + popcount). *training* is the run's summed epoch time on this project's "
+        "2-core CPU machine, one thread per run (`OMP_NUM_THREADS=1`) with a second run "
+        "sharing the machine.",
         "",
         "| model | tag | family | weights | input | params | MACs | file | test top-1 % | top-5 % "
         "| epochs | training |",
