@@ -55,6 +55,22 @@ def test_published_run_loads_by_tag_with_its_head(trained_run, weights_env):
     assert f"{MODEL}.toyset" in zoo.list_models(pretrained=True)
 
 
+def test_first_weights_of_an_arch_become_its_default(trained_run, weights_env):
+    first = json.loads(
+        publish(trained_run / "last.pt", "first", weights_env, progress=False).read_text()
+    )
+    second = json.loads(
+        publish(trained_run / "last.pt", "second", weights_env, progress=False).read_text()
+    )
+    again = json.loads(
+        publish(trained_run / "last.pt", "first", weights_env, progress=False).read_text()
+    )
+    assert first.get("default") is True and "default" not in second
+    assert again.get("default") is True  # re-publishing a tag keeps its place
+    manifests.clear_cache()
+    assert manifests.list_tags(MODEL) == ["first", "second"]
+
+
 def test_recipe_parses_back_to_the_run_options(trained_run):
     ckpt = load_checkpoint(trained_run / "last.pt")
     cmd = recipe_command(ckpt["args"], "finetune")

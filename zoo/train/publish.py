@@ -160,6 +160,8 @@ def publish(
         "categories": list(ckpt.get("class_names") or []),
         "notes": notes,
     }
+    if _becomes_default(wdir, arch, tag):
+        manifest["default"] = True
     path = wdir / f"{arch}.{tag}.json"
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     old_env = os.environ.get("ZOO_WEIGHTS_DIR")
@@ -191,6 +193,21 @@ def publish(
         manifests.clear_cache()
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _becomes_default(wdir: Path, arch: str, tag: str) -> bool:
+    """True when no other tag of ``arch`` in ``wdir`` is the default: an architecture's first
+    weights are what ``pretrained=True`` loads (e.g. the zoo's XNOR twins, with no others)."""
+    for path in wdir.glob(f"{arch}.*.json"):
+        if path.name == f"{arch}.{tag}.json":
+            continue
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if other.get("arch") == arch and other.get("default"):
+            return False
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
