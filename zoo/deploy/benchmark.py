@@ -18,6 +18,7 @@ import copy
 import datetime as _dt
 import fnmatch
 import gc
+import itertools
 import os
 import platform
 import statistics
@@ -755,10 +756,10 @@ def plot_latency(results: Sequence[Measurement], path: str | os.PathLike, batch:
             key = "zoo " + m.variant
         elif m.kind == "peer":
             key = m.label.split(":", 1)[0]
-        else:
-            key = m.label.split("_", 1)[0]
+        else:  # bwn / xnor twins; packed XNOR apart, it is a different computation
+            key = m.label.split("_", 1)[0] + (" packed" if m.variant == "packed" else "")
         groups.setdefault(key, []).append(m)
-    markers = iter("osD^v<>xP*")
+    markers = itertools.cycle("osD^v<>xP*hX")
     for key, ms in groups.items():
         ax.scatter([m.macs / 1e6 for m in ms], [m.ms for m in ms], label=key, marker=next(markers))
         if key == "zoo eager":
