@@ -70,6 +70,16 @@ SPARSITY = {
     "mobilenet_v1_x0_5": {"features.block*.pw.conv": 0.6, "classifier": 0.5},
 }
 BITS = {"squeezenet1_1": (8, 6), "mobilenet_v1_x0_5": (8, 5)}
+# Options recorded per model, since results.json merges runs made with different ones.
+MODEL_SETTINGS = (
+    "prune_steps",
+    "retrain_epochs",
+    "codebook_epochs",
+    "filter_ratio",
+    "finetune_epochs",
+    "threads",
+    "seed",
+)
 
 
 def log(msg: str) -> None:
@@ -553,6 +563,7 @@ def render_docs(results: dict, plots: list[str]) -> str:
         if "compression_stages.png" in plots:
             lines += ["", "![Deep Compression stages](compression_stages.png)"]
     for name, r in results.get("fashion_mnist", {}).items():
+        s = {**results.get("settings", {}), **r.get("settings", {})}
         lines += ["", f"## {name} on Fashion-MNIST (`{r.get('weights', name)}`)", ""]
         plan = r.get("plan", {})
         lines.append(
@@ -714,6 +725,7 @@ def main(argv=None) -> int:
         log(f"{name}: {len(train_ds)} train / {len(test_ds)} test images, input {size}")
         t_model = time.time()
         r: dict[str, Any] = {"input_size": size, "plan": plan, "weights": f"{name}.{TAG}"}
+        r["settings"] = {k: getattr(args, k) for k in MODEL_SETTINGS}  # models may differ
         parts = plan["parts"]
         if "dc" in parts:
             r["deep_compression"] = deep_compression_accuracy(
