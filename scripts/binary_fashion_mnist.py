@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from zoo.data import FashionMNIST
 from zoo.data.fashion_mnist import MEAN as _MEAN
 from zoo.data.fashion_mnist import STD as _STD
 
@@ -38,8 +39,6 @@ MEAN, STD = _MEAN[0], _STD[0]  # Fashion-MNIST training-set pixel statistics (/2
 
 def load_split(data_dir: Path, split: str, limit: int | None, seed: int):
     """Normalised, 32x32-padded images (N, 1, 32, 32) and labels; a fixed random subset."""
-    from zoo.data import FashionMNIST
-
     ds = FashionMNIST(data_dir, train=split == "train")  # clear error if the files are missing
     images, labels = ds.data.numpy(), ds.targets.numpy()
     if limit is not None and limit < len(labels):
