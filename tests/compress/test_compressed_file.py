@@ -13,7 +13,7 @@ from torch import nn
 
 import zoo
 import zoo.compress as zc
-from zoo.compress.fileformat import MAGIC, decode_layer, encode_layer
+from zoo.formats.zdc import MAGIC, decode_layer, encode_layer
 
 
 def _tiny(seed: int = 0) -> nn.Module:

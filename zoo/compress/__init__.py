@@ -10,16 +10,7 @@ post-training int8 quantization.
 """
 
 from zoo.compress.accounting import LayerSize, SizeReport, size_report
-from zoo.compress.fileformat import (
-    CompressedFileError,
-    CompressedModel,
-    decode_layer,
-    encode_layer,
-    encode_model,
-    load,
-    read,
-    save,
-)
+from zoo.compress.encode import encode_model, load, save
 from zoo.compress.filter_prune import PruneResult, find_prune_groups, prune_filters
 from zoo.compress.int8 import measure_latency, quantize_int8, state_bytes
 from zoo.compress.layers import compressible_layers
@@ -36,6 +27,7 @@ from zoo.compress.prune import (
     sparsity_table,
 )
 from zoo.compress.quantize import finetune_codebooks, kmeans_1d, share_weights
+from zoo.formats.zdc import CompressedFileError, CompressedModel, decode_layer, encode_layer, read
 
 __all__ = [
     "CompressedFileError",

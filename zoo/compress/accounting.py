@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoo.compress.fileformat import CompressedModel, EncodedLayer, _serialize
+from zoo.formats.zdc import CompressedModel, EncodedLayer, serialize
 
 __all__ = ["LayerSize", "SizeReport", "size_report"]
 
@@ -207,7 +207,7 @@ def _layer_size(layer: EncodedLayer, record_bytes: int) -> LayerSize:
 def size_report(cm: CompressedModel, record_sizes: dict[str, int] | None = None) -> SizeReport:
     """Account for every byte of ``cm`` as it would be written by :func:`zoo.compress.save`."""
     if record_sizes is None:
-        record_sizes = _serialize(cm)[1]
+        record_sizes = serialize(cm)[1]
     layers = [_layer_size(layer, record_sizes[layer.name]) for layer in cm.layers]
     other_params = sum(t.numel() for t in cm.raw.values())
     other_bytes = sum(record_sizes[name] for name in cm.raw)

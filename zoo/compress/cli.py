@@ -17,6 +17,11 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from zoo import registry
+from zoo.compress.accounting import size_report
+from zoo.compress.pipeline import deep_compress
+from zoo.compress.prune import PAPER_DENSITY
+from zoo.formats.zdc import read
 from zoo.pretrained.hub import WeightsError
 
 __all__ = ["main", "build_parser"]
@@ -79,10 +84,8 @@ def _build_model(args: argparse.Namespace) -> torch.nn.Module:
 
         model, _ = model_from_checkpoint(args.checkpoint, arch=args.name)
         return model
-    import zoo
-
     torch.manual_seed(args.seed)
-    return zoo.create(
+    return registry.create(
         args.name,
         pretrained=args.pretrained or False,
         num_classes=args.num_classes,
@@ -91,11 +94,7 @@ def _build_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from zoo.compress.pipeline import deep_compress
-
     if args.sparsity == "paper":
-        from zoo.compress.prune import PAPER_DENSITY
-
         if args.name not in PAPER_DENSITY:
             raise ValueError(
                 f"no published per-layer sparsity for {args.name}; pass --sparsity 0.66 (say)"
@@ -125,9 +124,6 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from zoo.compress.accounting import size_report
-    from zoo.compress.fileformat import read
-
     cm = read(args.file)
     report = size_report(cm)
     console.print(report.rich_table(f"{args.file} (arch={cm.meta.get('arch')})"))

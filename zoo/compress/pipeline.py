@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from zoo.compress.accounting import SizeReport
-from zoo.compress.fileformat import save
+from zoo.compress.encode import save
 from zoo.compress.layers import PerLayer
 from zoo.compress.prune import paper_sparsity, prune_and_retrain
 from zoo.compress.quantize import finetune_codebooks, share_weights

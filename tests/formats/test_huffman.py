@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from zoo.compress import huffman
+from zoo.formats import huffman
 
 
 def _optimal_cost(freqs: np.ndarray) -> int:

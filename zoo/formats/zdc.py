@@ -1,4 +1,6 @@
-"""The Deep Compression file: header, per-layer codebooks and Huffman-coded streams, checksum.
+"""The Deep Compression file (``.zdc``): header, per-layer codebooks and Huffman-coded
+streams, checksum. The container and the layer codec only; choosing what to prune and share
+(and building a model from the file) is done above, in ``zoo.compress`` and the resolver.
 
 Layout (little-endian), version 1::
 
@@ -22,40 +24,32 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
 
-from zoo.compress import huffman
-from zoo.compress.layers import PerLayer, compressible_layers, layer_kind, resolve_per_layer
+from zoo.formats import huffman
 from zoo.utils import atomic_write_bytes
 
 __all__ = [
     "MAGIC",
     "VERSION",
-    "DEFAULT_INDEX_BITS",
     "CompressedFileError",
     "EncodedLayer",
     "CompressedModel",
     "encode_layer",
     "decode_layer",
-    "encode_model",
-    "save",
+    "serialize",
+    "parse",
     "read",
-    "load",
+    "write",
 ]
 
 MAGIC = b"\x89ZDC\r\n\x1a\n"
 VERSION = 1
-# Han et al. 2016, Sec. 2: "we encode this difference in 8 bits for conv layer and 5 bits for
-# fc layer" (their AlexNet Table 4 lists 4 index bits before Huffman coding).
-DEFAULT_INDEX_BITS = {"conv": 8, "linear": 5}
 
 _KIND_CODES = {"conv": 0, "linear": 1}
 _DTYPES = {
@@ -120,7 +114,8 @@ class CompressedModel:
         return state
 
     def to_bytes(self) -> bytes:
-        return _serialize(self)[0]
+        """The exact bytes :func:`write` puts in a file."""
+        return serialize(self)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -233,45 +228,7 @@ def decode_layer(layer: EncodedLayer) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# Whole model
-
-
-def encode_model(
-    model: nn.Module,
-    bits: PerLayer | None = None,
-    index_bits: PerLayer | None = None,
-    arch: str | None = None,
-    create_kwargs: Mapping[str, Any] | None = None,
-) -> CompressedModel:
-    """Encode every Conv2d/Linear weight of a pruned, weight-shared model; keep the rest raw."""
-    layers = compressible_layers(model)
-    for name, module in layers.items():
-        if parametrize.is_parametrized(module, "weight"):
-            raise RuntimeError(f"{name} is parametrized; call zoo.compress.finalize(model) first")
-    bits_of = resolve_per_layer(bits, layers, "bits")
-    index_of = resolve_per_layer(index_bits, layers, "index_bits")
-    state = model.state_dict()
-    encoded = []
-    for name, module in layers.items():
-        kind = layer_kind(module)
-        g = int(index_of.get(name, DEFAULT_INDEX_BITS[kind]))
-        b = bits_of.get(name)
-        encoded.append(encode_layer(name, module.weight, kind, None if b is None else int(b), g))
-    weight_keys = {f"{layer.name}.weight" for layer in encoded}
-    raw = {k: v.detach().cpu().clone() for k, v in state.items() if k not in weight_keys}
-    meta = _meta(model, arch, create_kwargs)
-    return CompressedModel(meta, encoded, raw)
-
-
-def _meta(model: nn.Module, arch: str | None, kwargs: Mapping[str, Any] | None) -> dict:
-    cfg = getattr(model, "default_cfg", None) or {}
-    return {
-        "format": "zoo deep compression",
-        "arch": arch or cfg.get("architecture"),
-        "num_classes": getattr(model, "num_classes", cfg.get("num_classes")),
-        "in_chans": getattr(model, "in_chans", None),
-        "kwargs": dict(kwargs or {}),
-    }
+# Serialisation
 
 
 def _pack_name(name: str) -> bytes:
@@ -314,8 +271,12 @@ def _raw_record(name: str, tensor: torch.Tensor) -> bytes:
     )
 
 
-def _serialize(cm: CompressedModel) -> tuple[bytes, dict[str, int]]:
-    """File bytes and the size of every record (``"<header>"`` and ``"<trailer>"`` included)."""
+def serialize(cm: CompressedModel) -> tuple[bytes, dict[str, int]]:
+    """File bytes and the size of every record (``"<header>"`` and ``"<trailer>"`` included).
+
+    The sizes are keyed by layer / tensor name; they add up to the length of the bytes, which
+    is what size accounting reports per layer.
+    """
     meta = json.dumps(cm.meta, separators=(",", ":")).encode("utf-8")
     sizes: dict[str, int] = {}
     records = []
@@ -335,30 +296,6 @@ def _serialize(cm: CompressedModel) -> tuple[bytes, dict[str, int]]:
     sizes["<header>"] = len(head)
     sizes["<trailer>"] = 4
     return body + struct.pack("<I", zlib.crc32(body)), sizes
-
-
-def save(
-    model: nn.Module | CompressedModel,
-    path: str | os.PathLike,
-    bits: PerLayer | None = None,
-    index_bits: PerLayer | None = None,
-    arch: str | None = None,
-    create_kwargs: Mapping[str, Any] | None = None,
-):
-    """Encode ``model`` (pruned and weight-shared) and write it atomically to ``path``.
-
-    Returns the :class:`~zoo.compress.accounting.SizeReport`, whose total equals the file size.
-    """
-    from zoo.compress.accounting import size_report
-
-    cm = (
-        model
-        if isinstance(model, CompressedModel)
-        else encode_model(model, bits, index_bits, arch, create_kwargs)
-    )
-    data, sizes = _serialize(cm)
-    atomic_write_bytes(path, data)
-    return size_report(cm, sizes)
 
 
 # --------------------------------------------------------------------------------------
@@ -469,6 +406,13 @@ def parse(data: bytes, path: str = "<bytes>") -> CompressedModel:
     return CompressedModel(meta, layers, raw)
 
 
+def write(cm: CompressedModel, path: str | os.PathLike) -> dict[str, int]:
+    """Write ``cm`` atomically to ``path``; returns the record sizes (see :func:`serialize`)."""
+    data, sizes = serialize(cm)
+    atomic_write_bytes(path, data)
+    return sizes
+
+
 def read(path: str | os.PathLike) -> CompressedModel:
     """Read and check a compressed file without building a model."""
     path = Path(path)
@@ -479,33 +423,3 @@ def read(path: str | os.PathLike) -> CompressedModel:
     return parse(path.read_bytes(), str(path))
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
-    """Rebuild the shared-weight model from ``path``.
-
-    Without ``model`` the architecture recorded in the file is created with ``zoo.create``;
-    pass ``model`` for models outside the zoo registry.
-    """
-    cm = read(path)
-    if model is None:
-        arch = cm.meta.get("arch")
-        if not arch:
-            raise ValueError(f"{path} records no zoo architecture; pass model= to load it into")
-        import zoo
-
-        model = zoo.create(
-            arch,
-            num_classes=int(cm.meta["num_classes"]),
-            in_chans=int(cm.meta["in_chans"]),
-            **cm.meta.get("kwargs", {}),
-        )
-    state = cm.state_dict()
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing or extra:
-        raise ValueError(
-            f"{path} does not fit this model: missing {missing[:4]}, unexpected {extra[:4]}; "
-            "load it into the architecture it was saved from"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.eval()
