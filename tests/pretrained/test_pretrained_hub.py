@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from zoo.pretrained import hub
 from zoo.pretrained.hub import (
@@ -299,3 +299,114 @@ def test_shipped_file_relative_to_weights_dir(zoo_env, write_manifest):
     with pytest.raises(HashMismatchError):
         hub.fetch(m.files, m.name, weights_dir=weights_dir())
     assert os.environ["ZOO_WEIGHTS_DIR"] == str(wdir)
+
+
+# ----------------------------------------------------------------------------- issue 12 cases
+
+
+def _safetensors_bytes() -> bytes:
+    return save({"a": torch.arange(12.0).reshape(3, 4), "b": torch.ones(5)})
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+@pytest.mark.parametrize("cut", [5, 8, 9, 20, "past_eof"])
+def test_safetensors_cut_inside_its_header_is_corrupt(tmp_path, suffix, cut):
+    """A header cut short (or whose length points past the end) is a CorruptCheckpointError
+    naming the file and the fix, never a raw safetensors error."""
+    data = _safetensors_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    assert header_len > 20  # every cut below lands inside the 8-byte length or the JSON
+    if cut == "past_eof":
+        data = (len(data) * 2).to_bytes(8, "little") + data[8:]
+    else:
+        data = data[:cut]
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(CorruptCheckpointError) as info:
+        hub.load_state_dict(path)
+    assert str(path) in str(info.value)
+    assert "download" in str(info.value) and "Delete it" in str(info.value)
+
+
+def test_truncated_one_bit_file_is_corrupt(tmp_path):
+    """A shipped 1-bit file (packed signs plus ``zoo`` metadata) cut short anywhere."""
+    shipped = Path(__file__).resolve().parents[2] / "weights" / "fashion_mnist"
+    source = shipped / "xnor_squeezenet1_1.safetensors"
+    if not source.exists():
+        pytest.skip(f"{source} is not in this checkout")
+    data = source.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    for n in (6, header_end // 2, header_end + 10, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"bin{n}.safetensors"
+        path.write_bytes(data[:n])
+        with pytest.raises(CorruptCheckpointError, match="truncated or corrupt"):
+            hub.load_state_dict(path)
+        if n < header_end:  # even reading the metadata fails cleanly
+            with pytest.raises(CorruptCheckpointError):
+                hub.safetensors_metadata(path)
+
+
+class _System:
+    """Pickles into ``os.system(command)``: what a hostile checkpoint would do."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _hostile_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    payload = {"w": torch.zeros(2), "x": _System(f"touch {marker}")}
+    files = {}
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        path = files[f"pickle-p{proto}"] = tmp_path / f"p{proto}.pkl"
+        path.write_bytes(pickle.dumps({"x": _System(f"touch {marker}")}, protocol=proto))
+    files["torch-legacy"] = tmp_path / "legacy.pth"
+    torch.save(payload, files["torch-legacy"], _use_new_zipfile_serialization=False)
+    files["torch-zip"] = tmp_path / "zip.pth"
+    torch.save(payload, files["torch-zip"])
+    return files
+
+
+def test_pickle_calling_os_system_is_unsafe_in_every_format(tmp_path):
+    """Plain pickles of any protocol (torch refuses some for an unsupported opcode before it
+    reaches the global), legacy and zip torch files: all UnsafeCheckpointError, none run."""
+    marker = tmp_path / "pwned"
+    for kind, path in _hostile_files(tmp_path, marker).items():
+        with pytest.raises(UnsafeCheckpointError, match="system") as info:
+            hub.load_state_dict(path)
+        assert "refusing to load" in str(info.value), kind
+        assert not isinstance(info.value, CorruptCheckpointError)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("proto", [0, 2, 4])
+def test_pickle_without_globals_that_torch_refuses_is_corrupt_not_unsafe(tmp_path, proto):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps([1, 2, "three"], protocol=proto))
+    with pytest.raises(CorruptCheckpointError):
+        hub.load_state_dict(path)
+
+
+def test_truncated_hostile_pickle_is_still_unsafe(tmp_path):
+    """The global is named before the cut, so the file is refused as unsafe."""
+    data = pickle.dumps({"x": _System("true"), "pad": list(range(200))}, protocol=2)
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(data[: len(data) - 50])
+    with pytest.raises(UnsafeCheckpointError, match="posix.system|os.system|nt.system"):
+        hub.load_state_dict(path)
+
+
+def test_directory_is_named_as_a_directory(tmp_path):
+    folder = tmp_path / "run1"
+    folder.mkdir()
+    for load in (hub.load_state_dict, hub.load_torch_file, hub.safetensors_metadata):
+        with pytest.raises(IsADirectoryError) as info:
+            load(folder)
+        message = str(info.value)
+        assert "is a directory" in message and str(folder) in message
+        assert "does not exist" not in message
+        assert "pass the weights file inside it" in message
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        hub.load_state_dict(tmp_path / "missing.pth")
