@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import importlib
+import re
 import shutil
 
 import pytest
@@ -11,14 +13,11 @@ from train_helpers import FAST, MODEL, REPO
 
 import zoo
 from zoo.data import FashionMNIST
-from zoo.train import load_checkpoint, save_checkpoint
-from zoo.train import loop as loop_mod
+from zoo.train import load_checkpoint, model_setup, resume, save_checkpoint
+from zoo.train import run as run_mod
+from zoo.train.engine import topk_correct
 from zoo.train.finetune import finetune
-from zoo.train.loop import (
-    create_optimizer,
-    create_scheduler,
-    topk_correct,
-)
+from zoo.train.optim import create_optimizer, create_scheduler
 
 
 def _lrs(sched, opt, n):
@@ -83,7 +82,7 @@ def _assert_same(a, b):
 
 
 def _train_args(data, out, *extra):
-    return loop_mod.build_parser().parse_args(
+    return run_mod.build_parser().parse_args(
         [
             MODEL,
             "--data",
@@ -106,7 +105,7 @@ def _train_args(data, out, *extra):
 
 @pytest.mark.data
 def test_resume_reproduces_uninterrupted_run(fm_folder, tmp_path, monkeypatch):
-    ref = loop_mod.run(_train_args(fm_folder, tmp_path / "ref"))
+    ref = run_mod.train(_train_args(fm_folder, tmp_path / "ref"))
     assert [h["epoch"] for h in ref["history"]] == [0, 1]
 
     class Killed(Exception):
@@ -117,9 +116,9 @@ def test_resume_reproduces_uninterrupted_run(fm_folder, tmp_path, monkeypatch):
             raise Killed
 
     with pytest.raises(Killed):
-        loop_mod.run(_train_args(fm_folder, tmp_path / "cut"), on_epoch_end=die_after_first)
+        run_mod.train(_train_args(fm_folder, tmp_path / "cut"), on_epoch_end=die_after_first)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["next_epoch"] == 1
-    resumed = loop_mod.run(_train_args(fm_folder, tmp_path / "cut", "--resume"))
+    resumed = run_mod.train(_train_args(fm_folder, tmp_path / "cut", "--resume"))
     assert [h["epoch"] for h in resumed["history"]] == [1]
     _assert_same(_state(tmp_path / "ref" / "last.pt"), _state(tmp_path / "cut" / "last.pt"))
     timeless = [
@@ -131,21 +130,21 @@ def test_resume_reproduces_uninterrupted_run(fm_folder, tmp_path, monkeypatch):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
 
     # The check has teeth: resuming without the saved RNG state draws other augmentations.
-    monkeypatch.setattr(loop_mod, "set_rng_state", lambda state: torch.manual_seed(123))
+    monkeypatch.setattr(resume, "set_rng_state", lambda state: torch.manual_seed(123))
     save_checkpoint(
         tmp_path / "cut" / "last.pt",
         {**load_checkpoint(tmp_path / "cut" / "last.pt"), "next_epoch": 1},
     )
     with pytest.raises(Killed):  # rewind to the end of epoch 0 by re-running it
-        loop_mod.run(_train_args(fm_folder, tmp_path / "cut2"), on_epoch_end=die_after_first)
-    loop_mod.run(_train_args(fm_folder, tmp_path / "cut2", "--resume"))
+        run_mod.train(_train_args(fm_folder, tmp_path / "cut2"), on_epoch_end=die_after_first)
+    run_mod.train(_train_args(fm_folder, tmp_path / "cut2", "--resume"))
     a, b = _state(tmp_path / "ref" / "last.pt"), _state(tmp_path / "cut2" / "last.pt")
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.data
 def test_resume_refuses_other_model(fm_folder, tmp_path, trained_run):
-    args = loop_mod.build_parser().parse_args(
+    args = run_mod.build_parser().parse_args(
         [
             "mobilenet_v1_x0_5",
             "--data",
@@ -157,7 +156,7 @@ def test_resume_refuses_other_model(fm_folder, tmp_path, trained_run):
             *FAST,
         ]
     )
-    assert loop_mod.run_cli(args, "train") == 2
+    assert run_mod.run_cli(args, "train") == 2
 
 
 @pytest.mark.data
@@ -236,7 +235,7 @@ def test_pipeline_learns_fashion_mnist(fm_split_folder, tmp_path):
 
 @pytest.mark.data
 def test_train_on_fashion_mnist_dataset(fm_root, tmp_path, capsys):
-    args = loop_mod.build_parser().parse_args(
+    args = run_mod.build_parser().parse_args(
         [
             MODEL,
             "--dataset",
@@ -254,7 +253,7 @@ def test_train_on_fashion_mnist_dataset(fm_root, tmp_path, capsys):
             *FAST,
         ]
     )
-    result = loop_mod.run(args)
+    result = run_mod.train(args)
     h = result["history"][0]
     assert h["train"]["count"] == 128 and h["val"]["count"] == 64  # drop_last: 4 full batches
     ckpt = load_checkpoint(tmp_path / "last.pt")
@@ -367,8 +366,9 @@ def test_parsers_and_scripts():
     from zoo.train import finetune as ft
     from zoo.train import predict, validate
 
-    helps = {m.__name__: m.build_parser().format_help() for m in (loop_mod, ft, validate, predict)}
-    assert "--resume" in helps["zoo.train.loop"] and "--label-smoothing" in helps["zoo.train.loop"]
+    helps = {m.__name__: m.build_parser().format_help() for m in (run_mod, ft, validate, predict)}
+    assert "--resume" in helps["zoo.train.run"] and "--label-smoothing" in helps["zoo.train.run"]
+    assert "--freeze-epochs" not in helps["zoo.train.run"]
     assert (
         "--freeze-epochs" in helps["zoo.train.finetune"]
         and "--kd-alpha" in helps["zoo.train.finetune"]
@@ -376,34 +376,37 @@ def test_parsers_and_scripts():
     assert (
         "--results-file" in helps["zoo.train.validate"] and "--topk" in helps["zoo.train.predict"]
     )
-    for name, module in [
-        ("train", "loop"),
-        ("finetune", "finetune"),
-        ("validate", "validate"),
-        ("predict", "predict"),
+    # Each script runs the same ``main`` as its ``zoo`` subcommand, whichever path it imports.
+    for name, command in [
+        ("train", run_mod),
+        ("finetune", ft),
+        ("validate", validate),
+        ("predict", predict),
     ]:
         text = (REPO / "scripts" / f"{name}.py").read_text()
-        assert f"from zoo.train.{module} import main" in text
+        found = re.search(r"^from (zoo\.train\.\w+) import main\b", text, re.M)
+        assert found, f"scripts/{name}.py does not import a zoo.train main"
+        assert importlib.import_module(found.group(1)).main is command.main, name
 
 
 def test_auto_pretrained_falls_back_when_offline(monkeypatch, capsys):
     from zoo.pretrained import OfflineError
     from zoo.train.distributed import DistInfo
 
-    real = loop_mod.create_model
+    real = model_setup.create_model
 
     def offline(name, num_classes, in_chans=3, pretrained=False, **kw):
         if pretrained:
             raise OfflineError("weights file not cached\nmore help")
         return real(name, num_classes, in_chans, **kw)
 
-    monkeypatch.setattr(loop_mod, "create_model", offline)
-    monkeypatch.setattr(loop_mod, "_has_weights", lambda name: True)
-    model = loop_mod.build_model(MODEL, 5, 1, "auto", DistInfo())
+    monkeypatch.setattr(model_setup, "create_model", offline)
+    monkeypatch.setattr(model_setup, "has_weights", lambda name: True)
+    model = model_setup.build_model(MODEL, 5, 1, "auto", DistInfo())
     assert model.get_classifier().out_features == 5
     assert (
         "random initialisation: its default weights are not available here"
         in capsys.readouterr().out
     )
     with pytest.raises(OfflineError):  # an explicit request is not silently dropped
-        loop_mod.build_model(MODEL, 5, 1, "true", DistInfo())
+        model_setup.build_model(MODEL, 5, 1, "true", DistInfo())

@@ -12,18 +12,13 @@ Entry points: ``build_parser()`` / ``main(argv)`` (``scripts/finetune.py``, ``zo
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.train.loop import (
-    add_training_args,
-    build_model,
-    replace_classifier,
-    run,
-    run_cli,
-    set_backbone_frozen,
-)
+from zoo.train.args import build_finetune_parser
+from zoo.train.engine import set_backbone_frozen
+from zoo.train.model_setup import build_model, replace_classifier
+from zoo.train.run import run_cli, train
 
 __all__ = [
     "build_parser",
@@ -35,16 +30,7 @@ __all__ = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Parser of ``zoo finetune`` / ``scripts/finetune.py``."""
-    p = argparse.ArgumentParser(
-        prog="zoo finetune",
-        description="Fine-tune a zoo model on an image folder (DIR/CLASS/*.png, or DIR/train "
-        "and DIR/val): new classifier for the folder's classes, optional frozen backbone, "
-        "optional distillation from a teacher; best.pt and last.pt are written to --output.",
-    )
-    add_training_args(p, finetune=True)
-    return p
+build_parser = build_finetune_parser
 
 
 def finetune(
@@ -54,7 +40,7 @@ def finetune(
     args = build_parser().parse_args(list(argv))
     if args.freeze_epochs < 0:
         raise ValueError(f"--freeze-epochs must be >= 0, got {args.freeze_epochs}")
-    return run(args, "finetune", on_epoch_end=on_epoch_end)
+    return train(args, "finetune", on_epoch_end=on_epoch_end)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

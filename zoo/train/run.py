@@ -1,0 +1,209 @@
+"""The ``zoo train`` / ``zoo finetune`` command: wires data, model, optimizer and ``fit``.
+
+One code path for one process or many (``torchrun``): SGD or AdamW, per-step cosine
+schedule with linear warm-up, label smoothing, mixed precision on GPU, optional
+knowledge distillation and a frozen-backbone phase. ``--resume`` continues from
+``last.pt`` and reproduces an uninterrupted run exactly.
+
+Entry points: ``build_parser()`` / ``main(argv)`` (``zoo train``); ``train(args)`` from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.data.fashion_mnist import FashionMNISTMissingError
+from zoo.data.folder import ImageFolderError
+from zoo.pretrained import WeightsError
+from zoo.train.args import build_train_parser
+from zoo.train.checkpoint import CheckpointError, state_digest, unwrap_model
+from zoo.train.data import load_datasets, make_loaders, run_data_cfg, set_transforms
+from zoo.train.distill import DistillationLoss, load_teacher
+from zoo.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from zoo.train.engine import amp_settings
+from zoo.train.fit import fit
+from zoo.train.model_setup import build_model, default_in_chans, model_for_resume
+from zoo.train.optim import create_optimizer, create_scheduler, default_lr, default_weight_decay
+from zoo.train.resume import check_resumable, checkpoint_meta, resolve_resume, restore
+from zoo.utils import atomic_write
+
+__all__ = ["build_parser", "train", "run_cli", "main", "seed_everything"]
+
+# The errors a user can cause with arguments or data: one line on stderr, exit code 2.
+USER_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    ImageFolderError,
+    CheckpointError,
+    FashionMNISTMissingError,
+    WeightsError,
+    FloatingPointError,
+    ValueError,
+)
+
+build_parser = build_train_parser
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    args: argparse.Namespace,
+    command: str = "train",
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train as the parsed ``args`` say; returns ``fit``'s result plus the output folder."""
+    info = init_distributed(args.device)
+    try:
+        return _train(args, command, info, on_epoch_end)
+    finally:
+        cleanup_distributed()
+
+
+def _loss_fn(args: argparse.Namespace, teacher: nn.Module | None) -> nn.Module:
+    """Cross-entropy with label smoothing, or the distillation loss when there is a teacher."""
+    if teacher is not None:
+        return DistillationLoss(args.kd_temperature, args.kd_alpha, args.label_smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+
+def _optimizer_and_schedule(
+    args: argparse.Namespace, model: nn.Module, steps: int, finetune: bool
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer with the command's default lr / weight decay and its per-step schedule."""
+    lr = args.lr if args.lr is not None else default_lr(args.opt, finetune)
+    wd = args.weight_decay if args.weight_decay is not None else default_weight_decay(args.opt)
+    optimizer = create_optimizer(model, args.opt, lr, wd, args.momentum, args.nesterov)
+    scheduler = create_scheduler(
+        optimizer,
+        args.epochs * steps,
+        round(args.warmup_epochs * steps),
+        args.warmup_factor,
+        args.min_lr_factor,
+    )
+    return optimizer, scheduler
+
+
+def _train(args, command, info: DistInfo, on_epoch_end) -> dict[str, Any]:
+    # The order of the steps below fixes which random numbers each draws: keep it so that
+    # runs stay reproducible (and resumable) across versions.
+    progress = not args.no_progress
+    out = Path(args.output or f"output/{command}/{args.model.replace(':', '_')}")
+    default_chans = default_in_chans(args.model)  # fails early for an unknown model name
+    in_chans = args.in_chans or default_chans
+    seed_everything(args.seed)
+
+    train_ds, val_ds, classes, data_desc = load_datasets(args, in_chans, info, progress)
+    num_classes = len(classes)
+    resume = resolve_resume(args, out)
+    resume_ckpt = check_resumable(resume, args, classes) if resume is not None else None
+    if resume_ckpt is None:
+        model = build_model(args.model, num_classes, in_chans, args.pretrained, info)
+    else:  # weights come from the checkpoint: no need to load (or download) pretrained ones
+        model = model_for_resume(args.model, num_classes, in_chans, resume_ckpt)
+    data_cfg = run_data_cfg(args, model, in_chans, resume_ckpt)
+    seed_everything(args.seed + info.rank)  # same model everywhere, own augmentation per rank
+    set_transforms(train_ds, val_ds, data_cfg, args)
+    model.to(info.device)
+
+    teacher = None
+    if args.teacher:
+        teacher = load_teacher(args.teacher, num_classes, in_chans, classes, info.device)
+    loss_fn = _loss_fn(args, teacher)
+    train_loader, val_loader = make_loaders(train_ds, val_ds, args, info)
+    optimizer, scheduler = _optimizer_and_schedule(
+        args, model, len(train_loader), command == "finetune"
+    )
+    amp_dtype, scaler = amp_settings(info.device, args.amp)
+    meta = checkpoint_meta(args, command, model, num_classes, in_chans, classes, data_cfg)
+
+    start_epoch, best = 0, (-1.0, -1)
+    if resume_ckpt is not None:
+        start_epoch, best = restore(
+            resume, resume_ckpt, args, model, optimizer, scheduler, scaler, info
+        )
+    elif info.is_main and (out / "last.pt").exists() and args.resume is None:
+        print(
+            f"note: {out / 'last.pt'} exists and will be overwritten; pass --resume to continue it",
+            flush=True,
+        )
+    if info.is_main:
+        skipped = data_desc.get("skipped") or []
+        print(
+            f"{command} {args.model}: {len(train_ds)} train / {len(val_ds)} val images, "
+            f"{num_classes} classes, input {data_cfg['input_size']}, {info.world_size} process(es) "
+            f"on {info.device}"
+            + (f", {len(skipped)} unreadable image(s) skipped" if skipped else ""),
+            flush=True,
+        )
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        scheduler,
+        info,
+        args.epochs,
+        loss_fn,
+        output=out,
+        ckpt_meta=meta,
+        start_epoch=start_epoch,
+        best=best,
+        scaler=scaler,
+        amp_dtype=amp_dtype,
+        teacher=teacher,
+        freeze_epochs=getattr(args, "freeze_epochs", 0),
+        progress=progress,
+        grad_clip=args.grad_clip,
+        on_epoch_end=on_epoch_end,
+    )
+    if args.rank_digest:
+        digest = state_digest(unwrap_model(model).state_dict())
+        _write_json_atomic(out / f"rank{info.rank}.digest.json", digest)
+    if info.is_main and result["best_epoch"] >= 0:
+        print(
+            f"best val top1 {result['best_top1']:.2f}% at epoch {result['best_epoch'] + 1}; "
+            f"checkpoints in {out}",
+            flush=True,
+        )
+    result.update(
+        output=str(out), classes=list(classes), skipped_images=data_desc.get("skipped", [])
+    )
+    return result
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True), mode="w")
+
+
+def run_cli(args: argparse.Namespace, command: str) -> int:
+    """Run and turn the expected user errors into a one-line message and exit code 2."""
+    try:
+        train(args, command)
+    except USER_ERRORS as e:
+        print(f"zoo {command}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zoo {command}: interrupted; continue with --resume", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``zoo train``: parse ``argv`` and train; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_cli(args, "train")
