@@ -26,12 +26,12 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from zoo.pretrained.hub import StateDictMismatchError
+from zoo.pretrained.peers import LIBRARIES, PeerLibraryMissing, PeerSpec, build_peer
 
 __all__ = [
     "convert_state_dict",
@@ -91,33 +91,16 @@ def _skeleton_keys(source_arch: str, num_classes: int) -> dict[str, torch.Size] 
     """State-dict keys (registration order) and shapes of the source architecture, built on
     the meta device (no memory, no init cost)."""
     lib, _, name = source_arch.partition(":")
-    builder: Callable[[], nn.Module]
-    if lib == "timm":
-        import timm
-
-        def builder() -> nn.Module:
-            return timm.create_model(name, pretrained=False, num_classes=num_classes)
-
-    elif lib == "torchvision":
-        import torchvision
-
-        def builder() -> nn.Module:
-            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-
-    elif lib == "pytorchcv":
-        try:
-            from pytorchcv.model_provider import get_model
-        except ImportError:  # optional: the file order is the registration order anyway
-            return None
-
-        def builder() -> nn.Module:
-            return get_model(name, pretrained=False, num_classes=num_classes)
-
-    else:
+    if lib not in LIBRARIES:
         return None
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = builder()
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_peer(PeerSpec(lib, name), num_classes=num_classes)
+    except PeerLibraryMissing:
+        if lib != "pytorchcv":
+            raise
+        return None  # optional: a pytorchcv file keeps the registration order anyway
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
