@@ -1,97 +1,15 @@
-"""The benchmark harness: peers are the same architectures, runs alternate and are timed
-as described, failures are reported, and the script writes its report and plot.
-No timing figure is asserted: the script is the measurement."""
+"""The benchmark: what it times for a model (variants, peers, twins), the report it renders
+and the script that writes report and plot. The peer table is tested in test_peers.py, the
+harness in test_timing.py. No timing figure is asserted: the script is the measurement."""
 
 from __future__ import annotations
 
 import re
-import statistics
 
-import pytest
 import torch
 
-import zoo
 from zoo.deploy import benchmark as bm
-
-
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@pytest.mark.parametrize("name", sorted(bm.PEERS))
-def test_peers_implement_the_same_architecture(name):
-    """Equal parameter counts (built on the meta device: no memory, no init cost)."""
-    with torch.device("meta"):
-        ours = _params(zoo.create(name))
-        for spec in bm.PEERS[name]:
-            try:
-                theirs = _params(bm.build_peer(spec))
-            except bm.PeerUnavailable as err:
-                pytest.skip(str(err))
-            if spec.exact:
-                assert theirs == ours, f"{spec.label}: {theirs} params vs zoo {ours}"
-            else:  # channel rounding differs slightly
-                assert abs(theirs - ours) / ours < 0.01, spec.label
-
-
-def test_every_peer_maps_a_registered_model():
-    assert set(bm.PEERS) <= set(zoo.list_models())
-    libraries = {s.library for specs in bm.PEERS.values() for s in specs}
-    assert libraries == {"torchvision", "timm", "pytorchcv"}
-
-
-class _FakeClock:
-    """A timer that advances by the cost of each call made through ``work``."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def work(self, seconds: float, log: list, label: str):
-        def fn(_x):
-            log.append(label)
-            self.now += seconds
-
-        return fn
-
-
-def test_runs_alternate_rotate_and_take_medians():
-    clock, log = _FakeClock(), []
-    runners = [
-        bm.Runner("a", "zoo", "eager", clock.work(2**-6, log, "a")),
-        bm.Runner("b", "peer", "eager", clock.work(2**-5, log, "b")),
-        bm.Runner("c", "peer", "eager", clock.work(2**-4, log, "c")),
-    ]  # powers of two: the fake clock's sums are exact
-    bm.time_runners(runners, torch.zeros(1), repeats=3, warmup=1, min_run_s=2**-4, timer=clock)
-    warm, timed = log[:3], log[3:]
-    assert warm == ["a", "b", "c"]
-    # Iterations per run from the warm-up: min_run_s / cost -> 4, 2, 1 calls.
-    blocks = ["a"] * 4, ["b"] * 2, ["c"]
-    rep0 = blocks[0] + blocks[1] + blocks[2]
-    rep1 = blocks[1] + blocks[2] + blocks[0]
-    rep2 = blocks[2] + blocks[0] + blocks[1]
-    assert timed == rep0 + rep1 + rep2
-    assert [statistics.median(r.times) for r in runners] == [2**-6, 2**-5, 2**-4]
-    assert bm.paired_ratio(runners[0].times, runners[1].times) == pytest.approx(2.0)
-
-
-def test_paired_ratio_uses_the_same_repeat():
-    # Load doubles both runs in repeat 2; pairing keeps the ratio at 2.
-    zoo_t, peer_t = [1.0, 2.0, 1.0], [2.0, 4.0, 2.0]
-    assert bm.paired_ratio(zoo_t, peer_t) == 2.0
-
-
-def test_a_failing_runner_is_reported_not_raised():
-    def boom(_x):
-        raise RuntimeError("Compiler: cc not found\nlong trace")
-
-    ok = bm.Runner("ok", "zoo", "eager", lambda x: x)
-    bad = bm.Runner("bad", "zoo", "fused+compile", boom)
-    bm.time_runners([ok, bad], torch.zeros(1), repeats=2, min_run_s=0.0)
-    assert bad.error == "RuntimeError: Compiler: cc not found" and not bad.times
-    assert len(ok.times) == 2
+from zoo.deploy.report import render_markdown
 
 
 def test_compile_failure_shows_in_the_report(monkeypatch):
@@ -111,7 +29,7 @@ def test_compile_failure_shows_in_the_report(monkeypatch):
     )
     failed = [m for m in rows if m.variant == "fused+compile"]
     assert failed and "no working C++ compiler" in failed[0].error
-    text = bm.render_markdown(rows, {"threads": "1"})
+    text = render_markdown(rows, {"threads": "1"})
     assert "failed: RuntimeError: InductorError: no working C++ compiler" in text
 
 
@@ -175,7 +93,7 @@ def test_packed_xnor_twin_is_timed_and_reported(tmp_path):
     )
     packed = [m for m in rows if m.variant == "packed"]
     assert len(packed) == 1 and not packed[0].error and packed[0].times
-    text = bm.render_markdown(rows, {"threads": "1"})
+    text = render_markdown(rows, {"threads": "1"})
     row = next(ln for ln in text.splitlines() if ln.startswith("| xnor_shufflenet_v2_x0_5 | 1 |"))
     assert "tv:shufflenet_v2_x0_5" in row and row.count("x |") >= 2
 

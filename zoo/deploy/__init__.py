@@ -7,7 +7,9 @@
 [('features.stem.conv', 'features.stem.bn')]
 
 ``zoo.deploy.export`` (ONNX) and ``zoo.deploy.benchmark`` import onnx / timm / pytorchcv only
-when used.
+when used. The benchmark is three modules: ``benchmark`` (what to time for a model, and the
+``zoo benchmark`` command), ``timing`` (the harness) and ``report`` (Markdown and plot); its
+peer table is ``zoo.pretrained.peers``.
 """
 
 from zoo.deploy.fuse import FuseReport, GroupedPointwiseConv2d, fold_conv_bn, fuse
