@@ -1,17 +1,25 @@
 """The building blocks every family is made of, in one place.
 
-Each block uses plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` / activation modules so that the
-binary converter, the BN fuser and the counters can recognise the layers by type.
+Each block uses plain ``nn.Conv2d`` / norm / activation modules so that the binary converter,
+the BN fuser and the counters can recognise the layers by type. Every block takes
+``act_layer`` and ``norm_layer`` (a class, or a name resolved by :func:`get_act_layer` /
+:func:`get_norm_layer`), as timm's blocks do, so a variant is a keyword, not module surgery.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 __all__ = [
+    "ACT_LAYERS",
+    "NORM_LAYERS",
+    "get_act_layer",
+    "get_norm_layer",
+    "create_act",
     "ConvBNAct",
     "Fire",
     "DepthwiseSeparable",
@@ -25,6 +33,62 @@ __all__ = [
 ]
 
 ActLayer = Callable[..., nn.Module]
+LayerSpec = str | type[nn.Module] | Callable[..., nn.Module]
+
+# The activation names a manifest or a builder keyword may use (timm's spellings).
+ACT_LAYERS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
+NORM_LAYERS: dict[str, type[nn.Module]] = {
+    "batchnorm": nn.BatchNorm2d,
+    "batchnorm2d": nn.BatchNorm2d,
+    "bn": nn.BatchNorm2d,
+}
+
+
+def _resolve(value: LayerSpec | None, table: dict[str, type[nn.Module]], what: str):
+    if value is None or (isinstance(value, type) and issubclass(value, nn.Module)):
+        return value
+    if isinstance(value, str):
+        key = value.lower()
+        if key not in table:
+            raise ValueError(f"unknown {what} {value!r}; use one of {sorted(table)} or a class")
+        return table[key]
+    if callable(value):
+        return value
+    raise TypeError(f"{what} must be a name, an nn.Module class or None, got {value!r}")
+
+
+def get_act_layer(name_or_cls: LayerSpec | None) -> ActLayer | None:
+    """An activation class from a name in :data:`ACT_LAYERS` or a class (returned as is)."""
+    return _resolve(name_or_cls, ACT_LAYERS, "act_layer")
+
+
+def get_norm_layer(name_or_cls: LayerSpec | None) -> Callable[..., nn.Module] | None:
+    """A norm class (called with a channel count) from a :data:`NORM_LAYERS` name or a class."""
+    return _resolve(name_or_cls, NORM_LAYERS, "norm_layer")
+
+
+def _takes_inplace(layer: Callable[..., nn.Module]) -> bool:
+    try:
+        params = inspect.signature(layer).parameters
+    except (TypeError, ValueError):
+        return False
+    return "inplace" in params
+
+
+def create_act(act_layer: LayerSpec | None, inplace: bool = True) -> nn.Module:
+    """An activation module; in-place where the class supports it, Identity for None."""
+    layer = get_act_layer(act_layer)
+    if layer is None:
+        return nn.Identity()
+    return layer(inplace=inplace) if _takes_inplace(layer) else layer()
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
@@ -40,7 +104,7 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
 
 
 class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm2d -> optional activation, with "same" padding."""
+    """Conv2d (no bias) -> norm -> optional activation (None: none), with "same" padding."""
 
     def __init__(
         self,
@@ -49,14 +113,15 @@ class ConvBNAct(nn.Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         groups: int = 1,
-        act_layer: ActLayer | None = nn.ReLU,
+        act_layer: LayerSpec | None = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
         )
-        self.bn = nn.BatchNorm2d(out_chs)
-        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+        self.bn = get_norm_layer(norm_layer)(out_chs)
+        self.act = create_act(act_layer)
 
 
 class Fire(nn.Module):
@@ -73,15 +138,16 @@ class Fire(nn.Module):
         expand1x1_chs: int,
         expand3x3_chs: int,
         bypass: str | None = None,
+        act_layer: LayerSpec = nn.ReLU,
     ) -> None:
         super().__init__()
         out_chs = expand1x1_chs + expand3x3_chs
         self.squeeze = nn.Conv2d(in_chs, squeeze_chs, 1)
-        self.squeeze_act = nn.ReLU(inplace=True)
+        self.squeeze_act = create_act(act_layer)
         self.expand1x1 = nn.Conv2d(squeeze_chs, expand1x1_chs, 1)
-        self.expand1x1_act = nn.ReLU(inplace=True)
+        self.expand1x1_act = create_act(act_layer)
         self.expand3x3 = nn.Conv2d(squeeze_chs, expand3x3_chs, 3, padding=1)
-        self.expand3x3_act = nn.ReLU(inplace=True)
+        self.expand3x3_act = create_act(act_layer)
         self.bypass = _fire_bypass(bypass, in_chs, out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,26 +173,44 @@ def _fire_bypass(kind: str | None, in_chs: int, out_chs: int) -> nn.Module | Non
 
 
 class DepthwiseSeparable(nn.Sequential):
-    """MobileNet v1 block: 3x3 depthwise conv-BN-ReLU, then 1x1 pointwise conv-BN-ReLU."""
+    """MobileNet v1 block: 3x3 depthwise conv-BN-act, then 1x1 pointwise conv-BN-act."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
-        self.dw = ConvBNAct(in_chs, in_chs, 3, stride, groups=in_chs)
-        self.pw = ConvBNAct(in_chs, out_chs, 1)
+        layers = {"act_layer": act_layer, "norm_layer": norm_layer}
+        self.dw = ConvBNAct(in_chs, in_chs, 3, stride, groups=in_chs, **layers)
+        self.pw = ConvBNAct(in_chs, out_chs, 1, **layers)
 
 
 class InvertedResidual(nn.Module):
     """MobileNet v2 block: 1x1 expand -> 3x3 depthwise -> linear 1x1 project (+ identity)."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, expand_ratio: int) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        expand_ratio: int,
+        act_layer: LayerSpec = nn.ReLU6,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         mid_chs = in_chs * expand_ratio
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNAct(in_chs, mid_chs, 1, act_layer=nn.ReLU6))
+            layers.append(ConvBNAct(in_chs, mid_chs, 1, act_layer=act_layer, norm_layer=norm_layer))
         layers += [
-            ConvBNAct(mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=nn.ReLU6),
-            ConvBNAct(mid_chs, out_chs, 1, act_layer=None),
+            ConvBNAct(
+                mid_chs, mid_chs, 3, stride, mid_chs, act_layer=act_layer, norm_layer=norm_layer
+            ),
+            ConvBNAct(mid_chs, out_chs, 1, act_layer=None, norm_layer=norm_layer),
         ]
         self.conv = nn.Sequential(*layers)
         self.use_residual = stride == 1 and in_chs == out_chs
@@ -175,6 +259,8 @@ class ShuffleV1Unit(nn.Module):
         stride: int,
         group_first: bool = True,
         mid_chs: int | None = None,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -186,13 +272,18 @@ class ShuffleV1Unit(nn.Module):
             )
         branch_chs = out_chs - in_chs if stride == 2 else out_chs
         first_groups = groups if group_first else 1
-        self.compress = ConvBNAct(in_chs, mid_chs, 1, groups=first_groups)
+        norm = {"norm_layer": norm_layer}
+        self.compress = ConvBNAct(
+            in_chs, mid_chs, 1, groups=first_groups, act_layer=act_layer, **norm
+        )
         # Shuffle even after an ungrouped first conv, as the paper's Fig. 2 and common ports do.
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
-        self.depthwise = ConvBNAct(mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None)
-        self.expand = ConvBNAct(mid_chs, branch_chs, 1, groups=groups, act_layer=None)
+        self.depthwise = ConvBNAct(
+            mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None, **norm
+        )
+        self.expand = ConvBNAct(mid_chs, branch_chs, 1, groups=groups, act_layer=None, **norm)
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else None
-        self.act = nn.ReLU(inplace=True)
+        self.act = create_act(act_layer)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +298,14 @@ class ShuffleV1Unit(nn.Module):
 class ShuffleV2Unit(nn.Module):
     """ShuffleNet v2 unit: split (or copy when strided), transform a branch, concat, shuffle."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -215,19 +313,21 @@ class ShuffleV2Unit(nn.Module):
             raise ValueError(f"a stride-1 unit keeps its width, got {in_chs} -> {out_chs}")
         branch_chs = out_chs // 2
         self.stride = stride
+        act = {"act_layer": act_layer, "norm_layer": norm_layer}
+        linear = {"act_layer": None, "norm_layer": norm_layer}
         if stride == 2:
             self.branch1 = nn.Sequential(
-                ConvBNAct(in_chs, in_chs, 3, 2, groups=in_chs, act_layer=None),
-                ConvBNAct(in_chs, branch_chs, 1),
+                ConvBNAct(in_chs, in_chs, 3, 2, groups=in_chs, **linear),
+                ConvBNAct(in_chs, branch_chs, 1, **act),
             )
             branch2_in = in_chs
         else:
             self.branch1 = None
             branch2_in = branch_chs
         self.branch2 = nn.Sequential(
-            ConvBNAct(branch2_in, branch_chs, 1),
-            ConvBNAct(branch_chs, branch_chs, 3, stride, groups=branch_chs, act_layer=None),
-            ConvBNAct(branch_chs, branch_chs, 1),
+            ConvBNAct(branch2_in, branch_chs, 1, **act),
+            ConvBNAct(branch_chs, branch_chs, 3, stride, groups=branch_chs, **linear),
+            ConvBNAct(branch_chs, branch_chs, 1, **act),
         )
         self.shuffle = ChannelShuffle(2)
 
@@ -241,18 +341,26 @@ class ShuffleV2Unit(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 conv-BN, identity or 1x1 projection shortcut, ReLU."""
+    """ResNet basic block: two 3x3 conv-BN, identity or 1x1 projection shortcut, activation."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
-        self.conv1 = ConvBNAct(in_chs, out_chs, 3, stride)
-        self.conv2 = ConvBNAct(out_chs, out_chs, 3, act_layer=None)
+        norm = {"norm_layer": norm_layer}
+        self.conv1 = ConvBNAct(in_chs, out_chs, 3, stride, act_layer=act_layer, **norm)
+        self.conv2 = ConvBNAct(out_chs, out_chs, 3, act_layer=None, **norm)
         self.downsample = (
-            ConvBNAct(in_chs, out_chs, 1, stride, act_layer=None)
+            ConvBNAct(in_chs, out_chs, 1, stride, act_layer=None, **norm)
             if stride != 1 or in_chs != out_chs
             else None
         )
-        self.act = nn.ReLU(inplace=True)
+        self.act = create_act(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ConvBNAct, DepthwiseSeparable
+from zoo.blocks import ConvBNAct, DepthwiseSeparable, LayerSpec
 from zoo.models._base import ZooModel, init_weights
 from zoo.registry import ModelCfg, register_model
 
@@ -30,20 +30,31 @@ BLOCKS = (
 
 
 class MobileNetV1(ZooModel):
-    """MobileNet v1 at a given width multiplier."""
+    """MobileNet v1 at a given width multiplier (timm's weights use ``act_layer="relu6"``)."""
 
     def __init__(
-        self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
+        self,
+        width: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(in_chans, num_classes)
+        super().__init__(in_chans, num_classes, global_pool=global_pool)
         if not 0 < width <= 4:
             raise ValueError(f"width must be in (0, 4], got {width}")
-        in_chs = int(STEM_CHS * width)
+        layers = {"act_layer": act_layer, "norm_layer": norm_layer}
+        in_chs, reduction = int(STEM_CHS * width), 2
         self.features = nn.Sequential()
-        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2))
+        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2, **layers))
+        self._add_feature("features.stem", in_chs, reduction)
         for i, (chs, stride) in enumerate(BLOCKS, start=1):
-            out_chs = int(chs * width)
-            self.features.add_module(f"block{i}", DepthwiseSeparable(in_chs, out_chs, stride))
+            out_chs, reduction = int(chs * width), reduction * stride
+            block = DepthwiseSeparable(in_chs, out_chs, stride, **layers)
+            self.features.add_module(f"block{i}", block)
+            self._add_feature(f"features.block{i}", out_chs, reduction)
             in_chs = out_chs
         self._build_head(in_chs, drop_rate)
         init_weights(self)

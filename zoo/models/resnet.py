@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import BasicBlock, ConvBNAct
+from zoo.blocks import BasicBlock, ConvBNAct, LayerSpec
 from zoo.models._base import ZooModel, init_weights
 from zoo.registry import ModelCfg, register_model
 
@@ -23,18 +23,26 @@ class ResNet(ZooModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(in_chans, num_classes)
+        super().__init__(in_chans, num_classes, global_pool=global_pool)
+        kinds = {"act_layer": act_layer, "norm_layer": norm_layer}
         self.features = nn.Sequential()
-        self.features.add_module("stem", ConvBNAct(in_chans, 64, 7, 2))
+        self.features.add_module("stem", ConvBNAct(in_chans, 64, 7, 2, **kinds))
+        self._add_feature("features.stem", 64, 2)
         self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
         in_chs = 64
         for i, (width, n) in enumerate(zip(STAGE_WIDTHS, layers, strict=True), start=1):
             blocks = [
-                BasicBlock(in_chs if j == 0 else width, width, 2 if (j == 0 and i > 1) else 1)
+                BasicBlock(
+                    in_chs if j == 0 else width, width, 2 if (j == 0 and i > 1) else 1, **kinds
+                )
                 for j in range(n)
             ]
             self.features.add_module(f"layer{i}", nn.Sequential(*blocks))
+            self._add_feature(f"features.layer{i}", width, 2 ** (i + 1))
             in_chs = width
         self._build_head(in_chs, drop_rate)
         init_weights(self)

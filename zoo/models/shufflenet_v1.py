@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ConvBNAct, ShuffleV1Unit
+from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV1Unit
 from zoo.models._base import ZooModel, init_weights
 from zoo.registry import ModelCfg, register
 
@@ -64,13 +64,18 @@ class ShuffleNetV1(ZooModel):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         stem_chs: int | None = None,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(in_chans, num_classes)
+        super().__init__(in_chans, num_classes, global_pool=global_pool)
         widths = stage_channels(groups, width)
         in_chs = stem_chs or stem_channels(groups, width)
+        layers = {"act_layer": act_layer, "norm_layer": norm_layer}
         self.groups = groups
         self.features = nn.Sequential()
-        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2))
+        self.features.add_module("stem", ConvBNAct(in_chans, in_chs, 3, 2, **layers))
+        self._add_feature("features.stem", in_chs, 2)
         self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
         for stage, ((out_chs, mid_chs), repeats) in enumerate(
             zip(widths, STAGE_REPEATS, strict=True), 2
@@ -78,11 +83,13 @@ class ShuffleNetV1(ZooModel):
             units = []
             for i in range(repeats):
                 group_first = not (stage == 2 and i == 0)
+                stride = 2 if i == 0 else 1
                 units.append(
-                    ShuffleV1Unit(in_chs, out_chs, groups, 2 if i == 0 else 1, group_first, mid_chs)
+                    ShuffleV1Unit(in_chs, out_chs, groups, stride, group_first, mid_chs, **layers)
                 )
                 in_chs = out_chs
             self.features.add_module(f"stage{stage}", nn.Sequential(*units))
+            self._add_feature(f"features.stage{stage}", out_chs, 2 ** (stage + 1))
         self._build_head(in_chs, drop_rate)
         init_weights(self)
 

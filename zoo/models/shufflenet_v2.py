@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ConvBNAct, ShuffleV2Unit
+from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV2Unit
 from zoo.models._base import ZooModel, init_weights
 from zoo.registry import ModelCfg, register_model
 
@@ -28,26 +28,36 @@ class ShuffleNetV2(ZooModel):
     """ShuffleNet v2 at width 0.5x, 1.0x, 1.5x or 2.0x."""
 
     def __init__(
-        self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
+        self,
+        width: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec = nn.BatchNorm2d,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(in_chans, num_classes)
+        super().__init__(in_chans, num_classes, global_pool=global_pool)
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width}")
         stem_chs, *stage_chs, last_chs = WIDTHS[width]
+        layers = {"act_layer": act_layer, "norm_layer": norm_layer}
         self.features = nn.Sequential()
-        self.features.add_module("stem", ConvBNAct(in_chans, stem_chs, 3, 2))
+        self.features.add_module("stem", ConvBNAct(in_chans, stem_chs, 3, 2, **layers))
+        self._add_feature("features.stem", stem_chs, 2)
         self.features.add_module("stem_pool", nn.MaxPool2d(3, 2, 1))
         in_chs = stem_chs
         for stage, (out_chs, repeats) in enumerate(
             zip(stage_chs, STAGE_REPEATS, strict=True), start=2
         ):
             units = [
-                ShuffleV2Unit(in_chs if i == 0 else out_chs, out_chs, 2 if i == 0 else 1)
+                ShuffleV2Unit(in_chs if i == 0 else out_chs, out_chs, 2 if i == 0 else 1, **layers)
                 for i in range(repeats)
             ]
             self.features.add_module(f"stage{stage}", nn.Sequential(*units))
+            self._add_feature(f"features.stage{stage}", out_chs, 2 ** (stage + 1))
             in_chs = out_chs
-        self.features.add_module("head_conv", ConvBNAct(in_chs, last_chs, 1))
+        self.features.add_module("head_conv", ConvBNAct(in_chs, last_chs, 1, **layers))
         self._build_head(last_chs, drop_rate)
         init_weights(self)
 

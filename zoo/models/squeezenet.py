@@ -11,8 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from zoo.blocks import Fire
-from zoo.models._base import ZooModel, init_weights
+from zoo.blocks import Fire, LayerSpec, create_act
+from zoo.models._base import ZooModel, init_weights, make_pool, reject_norm_layer
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["SqueezeNet"]
@@ -58,7 +58,10 @@ def _max_pool() -> nn.MaxPool2d:
 
 
 class SqueezeNet(ZooModel):
-    """SqueezeNet; ``bypass`` is None, ``"simple"`` (fire 3, 5, 7, 9) or ``"complex"`` (all)."""
+    """SqueezeNet; ``bypass`` is None, ``"simple"`` (fire 3, 5, 7, 9) or ``"complex"`` (all).
+
+    ``global_pool`` pools the class map the 1x1-conv classifier makes; ``""`` keeps it.
+    """
 
     def __init__(
         self,
@@ -67,43 +70,61 @@ class SqueezeNet(ZooModel):
         in_chans: int = 3,
         drop_rate: float = 0.5,
         bypass: str | None = None,
+        act_layer: LayerSpec = nn.ReLU,
+        norm_layer: LayerSpec | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(in_chans, num_classes, min_input_size=64)
+        super().__init__(in_chans, num_classes, min_input_size=64, global_pool=global_pool)
+        reject_norm_layer(norm_layer, "SqueezeNet")
         if version not in FIRE_PLANS:
             raise ValueError(f"version must be one of {list(FIRE_PLANS)}, got {version!r}")
+        self.features = nn.Sequential(OrderedDict(self._body(version, in_chans, bypass, act_layer)))
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.classifier = self._new_classifier(num_classes)
+        self.classifier_act = create_act(act_layer)
+        self.global_pool = make_pool(global_pool)
+        init_weights(self)
+        if num_classes:  # the paper's init for the last conv
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+
+    def _body(
+        self, version: str, in_chans: int, bypass: str | None, act_layer: LayerSpec
+    ) -> dict[str, nn.Module]:
+        """Stem, pools and fire modules by name; records ``feature_info`` on the way."""
         stem_chs, stem_k = STEMS[version]
         layers: dict[str, nn.Module] = {
             "stem": nn.Conv2d(in_chans, stem_chs, stem_k, stride=2),
-            "stem_act": nn.ReLU(inplace=True),
+            "stem_act": create_act(act_layer),
         }
-        if version == "1_0":
-            layers["pool1"] = _max_pool()
-        in_chs, fire_idx, pool_idx = stem_chs, 2, 2 if version == "1_0" else 1
-        for item in FIRE_PLANS[version]:
+        reduction = 2
+        self._add_feature("features.stem_act", stem_chs, reduction)
+        plan = (["M"] if version == "1_0" else []) + FIRE_PLANS[version]
+        in_chs, fire_idx, pool_idx = stem_chs, 2, 1
+        for item in plan:
             if item == "M":
                 layers[f"pool{pool_idx}"] = _max_pool()
-                pool_idx += 1
+                pool_idx, reduction = pool_idx + 1, reduction * 2
                 continue
             out_chs = item[1] + item[2]
             kind = _bypass_kind(bypass, fire_idx, in_chs, out_chs)
-            layers[f"fire{fire_idx}"] = Fire(in_chs, *item, bypass=kind)
+            layers[f"fire{fire_idx}"] = Fire(in_chs, *item, bypass=kind, act_layer=act_layer)
+            self._add_feature(f"features.fire{fire_idx}", out_chs, reduction)
             in_chs, fire_idx = out_chs, fire_idx + 1
-        self.features = nn.Sequential(OrderedDict(layers))
         self.num_features = in_chs
-        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = self._new_classifier(num_classes)
-        self.classifier_act = nn.ReLU(inplace=True)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        init_weights(self)
-        nn.init.normal_(self.classifier.weight, 0, 0.01)  # the paper's init for the last conv
+        return layers
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits:
+        if pre_logits or self.num_classes == 0:
             return torch.flatten(self.global_pool(x), 1)
         x = self.classifier_act(self.classifier(self.head_drop(x)))
         return torch.flatten(self.global_pool(x), 1)
 
+    def _check_head(self, num_classes: int, global_pool: str) -> None:
+        """The 1x1-conv classifier works on unpooled maps too: any pooling is fine."""
+
     def _new_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
         classifier = nn.Conv2d(self.num_features, num_classes, 1)
         nn.init.normal_(classifier.weight, 0, 0.01)
         nn.init.zeros_(classifier.bias)
