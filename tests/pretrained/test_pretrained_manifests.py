@@ -8,15 +8,17 @@ preprocessing).
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 
 import zoo
 from zoo.pretrained import list_tags
 from zoo.pretrained.hub import ManifestError
-from zoo.pretrained.manifests import get_manifest, load_manifests
+from zoo.pretrained.manifests import get_manifest, load_manifests, weights_dir
 
 
 def _by_source(manifests, source):
@@ -182,3 +184,20 @@ def test_unknown_tag_and_arch_without_weights(zoo_env, write_manifest):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert list_tags("toy") == ["t"]
+
+
+def test_weights_dir_is_the_package_data_and_the_env_overrides_it(
+    shipped_manifests, monkeypatch, tmp_path
+):
+    """Without ``ZOO_WEIGHTS_DIR`` the manifests come from package ``zoo._weights``, found by
+    importlib (an editable install maps it to the repo's ``weights/``), not from a guess."""
+    package = importlib.resources.files("zoo._weights")
+    assert isinstance(package, Path) and weights_dir() == package
+    assert (package / "shufflenet_g3.fashion_mnist.json").is_file()
+    repo_zoo = Path(__file__).resolve().parents[2] / "zoo"
+    if Path(zoo.__file__).resolve().parent == repo_zoo:  # running against this checkout
+        assert weights_dir().resolve() == repo_zoo.parent / "weights"
+    assert "shufflenet_g3.fashion_mnist" in shipped_manifests
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    assert weights_dir() == tmp_path.resolve()
+    assert load_manifests(weights_dir()) == {}

@@ -5,8 +5,9 @@ to verify it (sha256, or the hash prefix its publisher put in the file name), wh
 maps its keys to ours, how images must be preprocessed, what it scores, and under which
 license. The schema is documented in ``weights/README.md``.
 
-The manifest folder is ``$ZOO_WEIGHTS_DIR`` when set, else the ``weights/`` folder next to
-the ``zoo`` package.
+The manifest folder is ``$ZOO_WEIGHTS_DIR`` when set, else the package data ``zoo._weights``:
+the repository's top-level ``weights/`` folder, which setuptools installs as that package
+(``package-dir`` in pyproject.toml), so wheels and editable installs find it the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,22 @@ _DEFAULT_PREPROCESSING: dict[str, Any] = {
 }
 
 
+WEIGHTS_PACKAGE = "zoo._weights"
+
+
 def weights_dir() -> Path:
-    """``$ZOO_WEIGHTS_DIR`` if set, else the repository's ``weights/`` (next to ``zoo/``),
-    else the copy a non-editable install puts under ``<prefix>/share/zoo/weights``."""
+    """``$ZOO_WEIGHTS_DIR`` if set, else the folder of the installed package data
+    ``zoo._weights`` (the repository's ``weights/``), located by ``importlib.resources``."""
     env = os.environ.get("ZOO_WEIGHTS_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    repo = Path(__file__).resolve().parents[2] / "weights"
-    installed = Path(sys.prefix) / "share" / "zoo" / "weights"
-    return repo if repo.is_dir() or not installed.is_dir() else installed
+    root = files(WEIGHTS_PACKAGE)
+    if not isinstance(root, Path):  # e.g. zoo imported from a zip: no folder to read from
+        raise ManifestError(
+            f"the shipped weights ({WEIGHTS_PACKAGE}) are not a folder on disk ({root}); "
+            "install zoo unzipped, or set ZOO_WEIGHTS_DIR to a copy of its weights/ folder."
+        )
+    return root
 
 
 @dataclass(frozen=True)
@@ -306,10 +314,11 @@ def get_manifest(arch: str, tag: str | None = None) -> Manifest:
     return found
 
 
-def find_by_file_name(arch: str, file_name: str) -> Manifest | None:
-    """The manifest of ``arch`` one of whose files is named ``file_name`` (offline copies)."""
+def find_by_file_name(arch: str | None, file_name: str) -> Manifest | None:
+    """The manifest (of ``arch``, or of any architecture for ``None``) one of whose files is
+    named ``file_name`` (offline copies)."""
     for m in load_manifests().values():
-        if m.arch == arch and any(
+        if arch in (None, m.arch) and any(
             file_name in (f.file_name, f"{f.file_name}.zip") for f in m.files
         ):
             return m
