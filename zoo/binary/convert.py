@@ -139,12 +139,6 @@ def find_first_last(model: nn.Module) -> tuple[list[str], list[str]]:
     return first, last
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def _node_kind(node: object) -> str:
     return re.sub(r"\d+$", "", type(node).__name__)
 
@@ -339,7 +333,7 @@ def binarize(
             info.kept_float[name] = reason
             continue
         cls = BinaryConv2d if isinstance(m, nn.Conv2d) else BinaryLinear
-        _set_module(model, name, cls.from_float(m, mode=mode, **extra))
+        model.set_submodule(name, cls.from_float(m, mode=mode, **extra))
         info.binarized.append(name)
     if mode == "xnor" and info.binarized:
         if example_input is None:
@@ -354,7 +348,7 @@ def binarize(
         # A BatchNorm right before sign() re-centres ReLU outputs, so those ReLUs can stay.
         inputs = [(n, node) for n, node in inputs if n not in info.added_norms]
         for name in _relus_feeding_binary(relu_nodes, inputs):
-            _set_module(model, name, nn.Identity())
+            model.set_submodule(name, nn.Identity())
             info.removed_activations.append(name)
     model.binarize_info = info
     cfg = getattr(model, "default_cfg", None)

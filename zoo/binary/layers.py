@@ -24,7 +24,16 @@ from torch import Tensor, nn
 from zoo.binary.quantizers import Quantizer, ScaledSign, SteSign, channel_scale, get_quantizer
 from zoo.binary.quantizers import sign as hard_sign
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMode", "MODES", "is_binary"]
+__all__ = [
+    "BinaryConv2d",
+    "BinaryLinear",
+    "BinaryMode",
+    "FrozenBinaryWeight",
+    "MODES",
+    "conv_pads",
+    "input_scale_map",
+    "is_binary",
+]
 
 BinaryMode = Literal["bwn", "xnor"]
 MODES: tuple[str, ...] = ("bwn", "xnor")
@@ -49,11 +58,72 @@ def _default_quantizers(
     return kq, iq
 
 
+def conv_pads(
+    padding: str | tuple[int, int], kernel_size: tuple[int, int], dilation: tuple[int, int]
+) -> list[int]:
+    """``F.pad`` amounts (left, right, top, bottom) equal to what a conv's ``padding`` means.
+
+    ``"same"`` splits the total ``dilation * (kernel - 1)`` with the extra pixel on the right
+    and bottom, as PyTorch's convolution does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0, 0, 0]
+        pads: list[int] = []
+        for d, k in zip(reversed(dilation), reversed(kernel_size), strict=True):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return pads
+    ph, pw = padding
+    return [pw, pw, ph, ph]
+
+
+def input_scale_map(
+    x_padded: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    out_channels: int,
+) -> Tensor:
+    """XNOR-Net's K for an already padded input: mean ``|x|`` over each group's channels,
+    box-filtered with the conv's kernel, stride and dilation; shape ``[N, out, H', W']``.
+
+    With one group this is the paper's ``K = A * k`` (A = mean_c |I|, k = 1/(kh kw)).
+    """
+    n, c, h, w = x_padded.shape
+    a = x_padded.abs().reshape(n, groups, c // groups, h, w).mean(2)
+    kh, kw = kernel_size
+    box = a.new_full((groups, 1, kh, kw), 1.0 / (kh * kw))
+    k = F.conv2d(a, box, None, stride, 0, dilation, groups)
+    return k.repeat_interleave(out_channels // groups, dim=1)
+
+
+class FrozenBinaryWeight(nn.Module):
+    """Stands in for a binary layer's kernel quantizer: returns weights binarized once.
+
+    The layer calls ``kernel_quantizer(latent_weight)``; this returns the stored
+    ``alpha * sign(W)`` (a buffer, so ``.to()`` and channels_last move it) and ignores the
+    latent weight. A BN folded into the layer (``zoo.deploy.fuse``) scales this buffer.
+    """
+
+    def __init__(self, weight: Tensor, scaled: bool) -> None:
+        super().__init__()
+        self.register_buffer("value", weight.detach().clone())
+        self.scaled = scaled
+
+    def forward(self, _latent: Tensor) -> Tensor:
+        return self.value
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.value.shape)}"
+
+
 class _BinaryMixin:
     """What both binary layers share: quantized weights, signs and scales for packing."""
 
     weight: Tensor
-    kernel_quantizer: Quantizer
+    kernel_quantizer: Quantizer | FrozenBinaryWeight
     input_quantizer: Quantizer | None
     input_scale: bool
     input_bn: nn.Module | None
@@ -80,6 +150,22 @@ class _BinaryMixin:
     def binary_weight(self) -> Tensor:
         """The weights the layer computes with: ``alpha * sign(W)`` (differentiable)."""
         return self.kernel_quantizer(self.weight)
+
+    @property
+    def frozen(self) -> bool:
+        """True after :meth:`freeze_weight`: the weights are no longer re-binarized per call."""
+        return isinstance(self.kernel_quantizer, FrozenBinaryWeight)
+
+    @torch.no_grad()
+    def freeze_weight(self) -> None:
+        """Binarize the latent weights once and compute with that stored tensor from now on.
+
+        For inference: saves the sign and mean per call, and lets a following BatchNorm be
+        folded into the stored weights. Inputs are still binarized (xnor). No-op when frozen.
+        """
+        if not self.frozen:
+            weight = self.binary_weight()
+            self.kernel_quantizer = FrozenBinaryWeight(weight, self.kernel_quantizer.scaled)
 
     @torch.no_grad()
     def weight_signs(self) -> Tensor:
@@ -145,38 +231,24 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         new.train(conv.training)
         return new
 
-    def _pads(self) -> list[int]:
+    def pads(self) -> list[int]:
         """F.pad amounts (left, right, top, bottom) equal to what the conv's padding means."""
-        if isinstance(self.padding, str):
-            if self.padding == "valid":
-                return [0, 0, 0, 0]
-            pads: list[int] = []
-            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size), strict=True):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return pads
-        ph, pw = self.padding
-        return [pw, pw, ph, ph]
+        return conv_pads(self.padding, self.kernel_size, self.dilation)
 
-    def _pad_input(self, x: Tensor) -> Tensor:
-        pads = self._pads()
+    def pad_input(self, x: Tensor) -> Tensor:
+        """``x`` padded as the conv would pad it, so that sign() sees the padded zeros."""
+        pads = self.pads()
         if not any(pads):
             return x
         pad_mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         return F.pad(x, pads, mode=pad_mode)
 
     def input_scale_map(self, x_padded: Tensor) -> Tensor:
-        """K: mean |x| over each group's channels, box-filtered like the conv; ``[N, out, H', W']``.
-
-        With one group this is the paper's ``K = A * k`` (A = mean_c |I|, k = 1/(kh kw)).
-        """
-        n, c, h, w = x_padded.shape
-        g = self.groups
-        a = x_padded.abs().reshape(n, g, c // g, h, w).mean(2)
-        kh, kw = self.kernel_size
-        box = a.new_full((g, 1, kh, kw), 1.0 / (kh * kw))
-        k = F.conv2d(a, box, None, self.stride, 0, self.dilation, g)
-        return k.repeat_interleave(self.out_channels // g, dim=1)
+        """K for this conv (see :func:`input_scale_map`); ``[N, out, H', W']``."""
+        return input_scale_map(
+            x_padded, self.kernel_size, self.stride, self.dilation, self.groups,
+            self.out_channels,
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.binary_weight()
@@ -189,7 +261,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             )
         if self.input_bn is not None:
             x = self.input_bn(x)
-        xp = self._pad_input(x)
+        xp = self.pad_input(x)
         out = F.conv2d(
             self.input_quantizer(xp), w, None, self.stride, 0, self.dilation, self.groups
         )

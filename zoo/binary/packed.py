@@ -16,10 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.binary import kernels
-from zoo.binary.layers import BinaryConv2d, BinaryLinear
+from zoo.binary.layers import BinaryConv2d, BinaryLinear, input_scale_map, is_binary
 from zoo.binary.quantizers import ApproxSign, SteSign
 
-__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "pack", "packed_weight_bytes"]
+__all__ = [
+    "PackedBinaryConv2d",
+    "PackedBinaryLinear",
+    "pack",
+    "pack_layers",
+    "packed_weight_bytes",
+]
 
 # Input quantizers whose forward is the plain sign (they differ only in their gradients).
 _PLAIN_SIGN = (SteSign, ApproxSign)
@@ -65,7 +71,7 @@ class PackedBinaryConv2d(nn.Module):
             layer.dilation,
         )
         self.groups, self.padding_mode = layer.groups, layer.padding_mode
-        self.pads = tuple(layer._pads())
+        self.pads = tuple(layer.pads())
         self.input_scale = layer.input_scale
 
     @property
@@ -86,7 +92,9 @@ class PackedBinaryConv2d(nn.Module):
         dots = kernels.xnor_conv2d(x, self.packed, self.stride, pads, self.dilation, self.groups)
         out = dots.to(x.dtype) * self.alpha.to(x.dtype).view(1, -1, 1, 1)
         xp = F.pad(x, self.pads) if self.padding_mode == "zeros" else x
-        out = out * BinaryConv2d.input_scale_map(self, xp)
+        out = out * input_scale_map(
+            xp, self.kernel_size, self.stride, self.dilation, self.groups, self.out_channels
+        )
         if self.bias is not None:
             out = out + self.bias.to(x.dtype).view(1, -1, 1, 1)
         return out
@@ -135,27 +143,29 @@ def pack(model: nn.Module, fuse: bool = True) -> nn.Module:
     channels_last; the float layers around the popcounts otherwise cost more than they do.
     """
     if fuse:
+        # Upward import (binary -> deploy), kept until the fused ``pack`` moves to zoo.deploy.
         from zoo.deploy.fuse import fuse as fuse_model
 
-        packed = fuse_model(model, grouped_matmul=False)
-    else:
-        packed = copy.deepcopy(model).eval()
-    swaps = [
-        (name, m)
-        for name, m in packed.named_modules()
-        if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.mode == "xnor"
-    ]
+        return pack_layers(fuse_model(model, grouped_matmul=False))
+    return pack_layers(copy.deepcopy(model).eval())
+
+
+@torch.no_grad()
+def pack_layers(model: nn.Module) -> nn.Module:
+    """Swap every XNOR conv/linear of ``model`` for its packed twin, in place; returns it.
+
+    ``model`` should be in eval mode (and fused, for speed); raises when it has no XNOR layer.
+    """
+    swaps = [(name, m) for name, m in model.named_modules() if is_binary(m) and m.mode == "xnor"]
     if not swaps:
         raise ValueError(
             "the model has no xnor layers to pack; convert it with "
             "zoo.binarize(model, 'xnor') or create an xnor_* model"
         )
     for name, layer in swaps:
-        parent_name, _, child = name.rpartition(".")
-        parent = packed.get_submodule(parent_name) if parent_name else packed
         cls = PackedBinaryConv2d if isinstance(layer, BinaryConv2d) else PackedBinaryLinear
-        setattr(parent, child, cls(layer))
-    return packed
+        model.set_submodule(name, cls(layer))
+    return model
 
 
 def packed_weight_bytes(model: nn.Module) -> tuple[int, int]:

@@ -276,11 +276,6 @@ class PruneResult:
     groups: list[PruneGroup]
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
-
-
 def _conv_like(old: nn.Conv2d, in_ch: int, out_ch: int, groups: int) -> nn.Conv2d:
     return nn.Conv2d(
         in_ch, out_ch, old.kernel_size, old.stride, old.padding, old.dilation, groups,
@@ -408,9 +403,9 @@ def prune_filters(
             if reconstruct:
                 scales = {c: _least_squares_scale(z, keep) for c, z in zs.items()}
         kept[source] = keep
-        _set(new_model, source, _slice_out(current(source), keep))
+        new_model.set_submodule(source, _slice_out(current(source), keep))
         for f in g.followers:
-            _set(new_model, f, _slice_follower(current(f), keep))
+            new_model.set_submodule(f, _slice_follower(current(f), keep))
         for c in g.consumers:
-            _set(new_model, c, _slice_in(current(c), keep, g.spatial[c], scales[c]))
+            new_model.set_submodule(c, _slice_in(current(c), keep, g.spatial[c], scales[c]))
     return PruneResult(new_model, kept, [by_source[s] for s in kept])

@@ -212,7 +212,6 @@ def factorize(
             continue
         ranks = (new[0].weight.shape[0],) if kind == "svd" else tuple(new[1].weight.shape[:2])
         err = relative_error(layer.weight, _effective_weight(new, kind).view_as(layer.weight))
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, new)
+        model.set_submodule(name, new)
         report.append(FactorizedLayer(name, kind, ranks, before, after, err))
     return model, report

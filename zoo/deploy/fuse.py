@@ -33,16 +33,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.binary.layers import is_binary
+
 __all__ = [
     "FastAvgPool2d",
     "FastMaxPool2d",
-    "FrozenBinaryWeight",
     "FuseReport",
     "GroupedPointwiseConv2d",
     "fold_conv_bn",
     "find_conv_bn_pairs",
     "fuse",
-    "is_binary_layer",
     "default_example",
 ]
 
@@ -167,42 +167,15 @@ def _fast_pool(m: nn.Module) -> nn.Module | None:
     return None
 
 
-def is_binary_layer(module: nn.Module) -> bool:
-    """True for zoo.binary layers (float-layer subclasses that binarize on every call)."""
-    return hasattr(module, "kernel_quantizer") or type(module).__name__.startswith("Binary")
-
-
-class FrozenBinaryWeight(nn.Module):
-    """Stands in for a binary layer's kernel quantizer: returns weights binarized once.
-
-    The layer calls ``kernel_quantizer(latent_weight)``; this returns the stored
-    ``alpha * sign(W)`` (a buffer, so ``.to()`` and channels_last move it) and ignores the
-    latent weight. A BN folded into the layer scales this buffer.
-    """
-
-    def __init__(self, weight: torch.Tensor, scaled: bool) -> None:
-        super().__init__()
-        self.register_buffer("value", weight.detach().clone())
-        self.scaled = scaled
-
-    def forward(self, _latent: torch.Tensor) -> torch.Tensor:
-        return self.value
-
-    def extra_repr(self) -> str:
-        return f"shape={tuple(self.value.shape)}"
-
-
 def _is_frozen(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "kernel_quantizer", None), FrozenBinaryWeight)
+    return is_binary(module) and module.frozen
 
 
 @torch.no_grad()
 def _freeze_binary(model: nn.Module, report: FuseReport) -> None:
     for name, m in model.named_modules():
-        if is_binary_layer(m) and hasattr(m, "binary_weight") and not _is_frozen(m):
-            weight = m.binary_weight()
-            scaled = bool(getattr(m.kernel_quantizer, "scaled", False))
-            m.kernel_quantizer = FrozenBinaryWeight(weight, scaled)
+        if is_binary(m) and not m.frozen:
+            m.freeze_weight()
             report.frozen_binary.append(name)
 
 
@@ -248,7 +221,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 
 def _cannot_fold(conv: nn.Module, bn: nn.Module) -> str | None:
     """Why ``bn`` cannot be folded into ``conv``, or None when it can."""
-    if is_binary_layer(conv) and not _is_frozen(conv):
+    if is_binary(conv) and not conv.frozen:
         return (
             "the conv is binary: its weights are re-binarized (sign, mean |W|) on every call, "
             "so BN scales cannot be folded into them (fuse with freeze_binary=True)"
@@ -368,12 +341,6 @@ def find_conv_bn_pairs(
     return pairs, skipped
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def _is_plain_sequential(m: nn.Module) -> bool:
     return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
 
@@ -382,7 +349,7 @@ def _drop_noops(model: nn.Module, report: FuseReport) -> None:
     """Dropout -> Identity everywhere; identities deleted from plain Sequentials."""
     for name, m in list(model.named_modules()):
         if name and isinstance(m, nn.modules.dropout._DropoutNd):
-            _set_module(model, name, nn.Identity())
+            model.set_submodule(name, nn.Identity())
             report.dropped.append(name)
     for name, m in list(model.named_modules()):
         if not _is_plain_sequential(m):
@@ -457,7 +424,7 @@ def _fuse_copy(
         pairs, report.skipped = find_conv_bn_pairs(fused, example_input)
         for conv_name, bn_name in pairs:
             fold_conv_bn(fused.get_submodule(conv_name), fused.get_submodule(bn_name))
-            _set_module(fused, bn_name, nn.Identity())
+            fused.set_submodule(bn_name, nn.Identity())
             report.folded.append((conv_name, bn_name))
     if drop_noops:
         _drop_noops(fused, report)
@@ -465,13 +432,13 @@ def _fuse_copy(
         policy = "always" if grouped_matmul is True else grouped_matmul
         for name, m in list(fused.named_modules()):
             if _is_grouped_pointwise(m):
-                _set_module(fused, name, GroupedPointwiseConv2d.from_conv(m, policy))
+                fused.set_submodule(name, GroupedPointwiseConv2d.from_conv(m, policy))
                 report.grouped_pointwise.append(name)
     if fast_pool:
         for name, m in list(fused.named_modules()):
             new = _fast_pool(m)
             if new is not None:
-                _set_module(fused, name, new)
+                fused.set_submodule(name, new)
                 report.pools.append(name)
     for p in fused.parameters():
         p.requires_grad_(False)
