@@ -92,3 +92,20 @@ def test_fire_bypass_variants():
         Fire(96, 16, 64, 64, bypass="simple")
     complex_ = Fire(96, 16, 64, 64, bypass="complex")
     assert isinstance(complex_.bypass, torch.nn.Conv2d)
+
+
+def test_published_table_is_a_leaf_and_feeds_the_cfgs():
+    import ast
+    from pathlib import Path
+
+    import zoo.published as published
+
+    tree = ast.parse(Path(published.__file__).read_text())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m == "zoo" or m.startswith("zoo.")]
+    # The XNOR-Net paper's Table 1 (AlexNet) and every float model's cfg come from the table.
+    assert published.published("xnor_alexnet") == {"top1": 44.2, "top5": 69.2}
+    for name in ALL:
+        assert get_cfg(name).published == published.published(name), name
+        assert get_cfg(name).published_source == published.published_source(name), name

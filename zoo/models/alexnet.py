@@ -7,6 +7,7 @@ from torch import nn
 
 from zoo.blocks import LayerSpec, create_act
 from zoo.models._base import ZooModel, init_weights, reject_norm_layer
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["AlexNet"]
@@ -70,9 +71,6 @@ class AlexNet(ZooModel):
             raise ValueError("AlexNet's fully connected layers need global_pool 'avg' or 'max'")
 
 
-_TV = "torchvision AlexNet_Weights.IMAGENET1K_V1 meta"
-
-
 @register_model(
     ModelCfg(
         family="alexnet",
@@ -80,22 +78,8 @@ _TV = "torchvision AlexNet_Weights.IMAGENET1K_V1 meta"
         first_conv="features.conv1",
         classifier="classifier",
         min_input_size=64,
-        published={
-            "params": 61100840,
-            "macs": 720e6,
-            "top1": 56.6,
-            "top5": 80.2,
-            "top1_torchvision": 56.522,
-            "size_mb": 240,
-        },
-        published_source={
-            "params": _TV,
-            "macs": "ShuffleNet v1 paper Table 6 / classic table",
-            "top1": "XNOR-Net paper (full precision)",
-            "top5": "XNOR-Net paper",
-            "top1_torchvision": _TV,
-            "size_mb": "SqueezeNet paper Table 2",
-        },
+        published=published("alexnet"),
+        published_source=published_source("alexnet"),
     )
 )
 def alexnet(**kwargs) -> AlexNet:

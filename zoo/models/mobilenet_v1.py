@@ -11,6 +11,7 @@ from torch import nn
 
 from zoo.blocks import ConvBNAct, DepthwiseSeparable, LayerSpec
 from zoo.models._base import ZooModel, init_weights
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["MobileNetV1"]
@@ -60,58 +61,36 @@ class MobileNetV1(ZooModel):
         init_weights(self)
 
 
-_RES = {
-    "macs@224": 569e6,
-    "top1@224": 70.6,
-    "macs@192": 418e6,
-    "top1@192": 69.1,
-    "macs@160": 290e6,
-    "top1@160": 67.2,
-    "macs@128": 186e6,
-    "top1@128": 64.4,
-}
-_PORT = "pytorchcv mobilenet_w* (exact)"
-
-
-def _cfg(params: int, macs: float, top1: float, params_m: float, extra: dict | None = None):
-    published = {"params": params, "macs": macs, "top1": top1, "params_paper": params_m}
-    published.update(extra or {})
-    source = {
-        "params": _PORT,
-        "macs": "paper Table 6",
-        "top1": "paper Table 6",
-        "params_paper": "paper Table 6 (rounded)",
-    }
-    source.update({k: "paper Table 7 (resolution)" for k in (extra or {})})
+def _cfg(name: str) -> ModelCfg:
     return ModelCfg(
         family="mobilenet_v1",
         paper=PAPER,
         first_conv="features.stem.conv",
         classifier="classifier",
-        published=published,
-        published_source=source,
+        published=published(name),
+        published_source=published_source(name),
     )
 
 
-@register_model(_cfg(4231976, 569e6, 70.6, 4.2e6, _RES))
+@register_model(_cfg("mobilenet_v1"))
 def mobilenet_v1(**kwargs) -> MobileNetV1:
     """MobileNet v1 1.0x."""
     return MobileNetV1(1.0, **kwargs)
 
 
-@register_model(_cfg(2585560, 325e6, 68.4, 2.6e6))
+@register_model(_cfg("mobilenet_v1_x0_75"))
 def mobilenet_v1_x0_75(**kwargs) -> MobileNetV1:
     """MobileNet v1 0.75x."""
     return MobileNetV1(0.75, **kwargs)
 
 
-@register_model(_cfg(1331592, 149e6, 63.7, 1.3e6, {"macs@160": 76e6, "top1@160": 60.2}))
+@register_model(_cfg("mobilenet_v1_x0_5"))
 def mobilenet_v1_x0_5(**kwargs) -> MobileNetV1:
     """MobileNet v1 0.5x."""
     return MobileNetV1(0.5, **kwargs)
 
 
-@register_model(_cfg(470072, 41e6, 50.6, 0.5e6))
+@register_model(_cfg("mobilenet_v1_x0_25"))
 def mobilenet_v1_x0_25(**kwargs) -> MobileNetV1:
     """MobileNet v1 0.25x."""
     return MobileNetV1(0.25, **kwargs)

@@ -6,6 +6,7 @@ from torch import nn
 
 from zoo.blocks import ConvBNAct, InvertedResidual, LayerSpec, make_divisible
 from zoo.models._base import ZooModel, init_weights
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["MobileNetV2"]
@@ -63,29 +64,14 @@ class MobileNetV2(ZooModel):
         init_weights(self)
 
 
-_TV = "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 meta"
-
-
 @register_model(
     ModelCfg(
         family="mobilenet_v2",
         paper=PAPER,
         first_conv="features.stem.conv",
         classifier="classifier",
-        published={
-            "params": 3504872,
-            "macs": 300e6,
-            "top1": 71.878,
-            "top1_paper": 72.0,
-            "params_paper": 3.4e6,
-        },
-        published_source={
-            "params": _TV,
-            "macs": "paper Table 4 (300M)",
-            "top1": _TV,
-            "top1_paper": "paper Table 4",
-            "params_paper": "paper Table 4",
-        },
+        published=published("mobilenet_v2"),
+        published_source=published_source("mobilenet_v2"),
     )
 )
 def mobilenet_v2(**kwargs) -> MobileNetV2:

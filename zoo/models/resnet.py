@@ -6,6 +6,7 @@ from torch import nn
 
 from zoo.blocks import BasicBlock, ConvBNAct, LayerSpec
 from zoo.models._base import ZooModel, init_weights
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["ResNet"]
@@ -48,31 +49,14 @@ class ResNet(ZooModel):
         init_weights(self)
 
 
-_TV = "torchvision ResNet18_Weights.IMAGENET1K_V1 meta"
-
-
 @register_model(
     ModelCfg(
         family="resnet",
         paper=PAPER,
         first_conv="features.stem.conv",
         classifier="classifier",
-        published={
-            "params": 11689512,
-            "macs": 1.8e9,
-            "top1": 69.3,
-            "top5": 89.2,
-            "top1_torchvision": 69.758,
-            "params_survey": 5.6e6,
-        },
-        published_source={
-            "params": _TV,
-            "macs": "classic-network table (1.8G)",
-            "top1": "XNOR-Net paper (full precision)",
-            "top5": "XNOR-Net paper",
-            "top1_torchvision": _TV,
-            "params_survey": "widely copied survey table (disagrees with the model)",
-        },
+        published=published("resnet18"),
+        published_source=published_source("resnet18"),
     )
 )
 def resnet18(**kwargs) -> ResNet:

@@ -16,6 +16,7 @@ from torch import nn
 
 from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV1Unit
 from zoo.models._base import ZooModel, init_weights
+from zoo.published import SHUFFLENET_V1_WIDTHS, published, published_source
 from zoo.registry import ModelCfg, register
 
 __all__ = ["ShuffleNetV1", "stage_channels", "stem_channels"]
@@ -94,59 +95,10 @@ class ShuffleNetV1(ZooModel):
         init_weights(self)
 
 
-# Published figures: Table 2 top-1 error (-> accuracy), Table 1/2 complexity, common-port params.
-_TABLE1_MFLOPS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
-_TABLE2_ERR = {
-    1.0: {1: 33.6, 2: 32.7, 3: 32.6, 4: 32.8, 8: 32.4},
-    0.5: {1: 45.1, 2: 44.4, 3: 43.2, 4: 41.6, 8: 42.3},
-    0.25: {1: 57.1, 2: 56.8, 3: 55.0, 4: 54.2, 8: 52.7},
-}
-_TABLE2_MFLOPS = {0.5: 38, 0.25: 13}
-_TABLE5 = {(2.0, 3): (524, 26.3), (1.5, 3): (292, 28.5)}
-_PORT_PARAMS = {
-    (1.0, 1): 1531936,
-    (1.0, 2): 1733848,
-    (1.0, 3): 1865728,
-    (1.0, 4): 1968344,
-    (1.0, 8): 2434768,
-}
-_MEGVII = {
-    (1.0, 3): (138, 32.2),
-    (1.0, 8): (138, 32.0),
-    (2.0, 3): (524.1, 25.9),
-    (1.5, 3): (292.4, 28.4),
-    (0.5, 3): (38, 42.7),
-    (0.5, 8): (40, 41.2),
-}
-WIDTHS = {0.25: "x0_25", 0.5: "x0_5", 1.0: "", 1.5: "x1_5", 2.0: "x2_0"}
-
-
-def _published(groups: int, width: float) -> tuple[dict, dict]:
-    pub, src = {}, {}
-    if width == 1.0:
-        pub["macs"], src["macs"] = _TABLE1_MFLOPS[groups] * 1e6, "paper Table 1"
-    elif width in _TABLE2_MFLOPS:
-        pub["macs"], src["macs"] = _TABLE2_MFLOPS[width] * 1e6, "paper Table 2 (approx.)"
-    if width in _TABLE2_ERR:
-        pub["top1"], src["top1"] = 100 - _TABLE2_ERR[width][groups], "paper Table 2"
-    if (width, groups) in _TABLE5:
-        macs, err = _TABLE5[(width, groups)]
-        pub.update(macs=macs * 1e6, top1=100 - err)
-        src.update(macs="paper Table 5", top1="paper Table 5")
-    if (width, groups) in _PORT_PARAMS:
-        pub["params"], src["params"] = _PORT_PARAMS[(width, groups)], "pytorchcv port (exact)"
-    if (width, groups) in _MEGVII:
-        macs, err = _MEGVII[(width, groups)]
-        pub.update(macs_megvii=macs * 1e6, top1_megvii=100 - err)
-        src.update(macs_megvii="Megvii ShuffleNet-Series", top1_megvii="Megvii checkpoint")
-    return pub, src
-
-
 def _register_all() -> None:
-    for width, suffix in WIDTHS.items():
+    for width, suffix in SHUFFLENET_V1_WIDTHS.items():
         for groups in TABLE1_CHANNELS:
             name = f"shufflenet_g{groups}" + (f"_{suffix}" if suffix else "")
-            pub, src = _published(groups, width)
 
             def builder(_g=groups, _w=width, **kwargs) -> ShuffleNetV1:
                 return ShuffleNetV1(_g, _w, **kwargs)
@@ -160,8 +112,8 @@ def _register_all() -> None:
                     paper=PAPER,
                     first_conv="features.stem.conv",
                     classifier="classifier",
-                    published=pub,
-                    published_source=src,
+                    published=published(name),
+                    published_source=published_source(name),
                 ),
             )
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV2Unit
 from zoo.models._base import ZooModel, init_weights
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["ShuffleNetV2"]
@@ -62,51 +63,36 @@ class ShuffleNetV2(ZooModel):
         init_weights(self)
 
 
-_TV = "torchvision ShuffleNet_V2_*_Weights meta"
-
-
-def _cfg(macs: float, params: int, err: float, tv_top1: float, params_m: float) -> ModelCfg:
+def _cfg(name: str) -> ModelCfg:
     return ModelCfg(
         family="shufflenet_v2",
         paper=PAPER,
         first_conv="features.stem.conv",
         classifier="classifier",
-        published={
-            "macs": macs,
-            "params": params,
-            "top1": 100 - err,
-            "top1_torchvision": tv_top1,
-            "params_paper": params_m,
-        },
-        published_source={
-            "macs": "ShuffleNet v2 paper",
-            "params": _TV,
-            "top1": "ShuffleNet v2 paper",
-            "top1_torchvision": _TV,
-            "params_paper": "paper (rounded)",
-        },
+        published=published(name),
+        published_source=published_source(name),
     )
 
 
-@register_model(_cfg(41e6, 1366792, 39.7, 60.552, 1.4e6))
+@register_model(_cfg("shufflenet_v2_x0_5"))
 def shufflenet_v2_x0_5(**kwargs) -> ShuffleNetV2:
     """ShuffleNet v2 0.5x."""
     return ShuffleNetV2(0.5, **kwargs)
 
 
-@register_model(_cfg(146e6, 2278604, 30.6, 69.362, 2.3e6))
+@register_model(_cfg("shufflenet_v2_x1_0"))
 def shufflenet_v2_x1_0(**kwargs) -> ShuffleNetV2:
     """ShuffleNet v2 1.0x."""
     return ShuffleNetV2(1.0, **kwargs)
 
 
-@register_model(_cfg(299e6, 3503624, 27.4, 72.996, 3.5e6))
+@register_model(_cfg("shufflenet_v2_x1_5"))
 def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
     """ShuffleNet v2 1.5x."""
     return ShuffleNetV2(1.5, **kwargs)
 
 
-@register_model(_cfg(591e6, 7393996, 25.1, 76.230, 7.4e6))
+@register_model(_cfg("shufflenet_v2_x2_0"))
 def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
     """ShuffleNet v2 2.0x."""
     return ShuffleNetV2(2.0, **kwargs)

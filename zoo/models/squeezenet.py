@@ -13,6 +13,7 @@ from torch import nn
 
 from zoo.blocks import Fire, LayerSpec, create_act
 from zoo.models._base import ZooModel, init_weights, make_pool, reject_norm_layer
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["SqueezeNet"]
@@ -142,74 +143,37 @@ def _bypass_kind(bypass: str | None, fire_idx: int, in_chs: int, out_chs: int) -
     raise ValueError(f"bypass must be None, 'simple' or 'complex', got {bypass!r}")
 
 
-def _cfg(**published) -> ModelCfg:
+def _cfg(name: str) -> ModelCfg:
     return ModelCfg(
         family="squeezenet",
         paper=PAPER,
         first_conv="features.stem",
         classifier="classifier",
         min_input_size=64,
-        **published,
+        published=published(name),
+        published_source=published_source(name),
     )
 
 
-_TV = "torchvision SqueezeNet1_0_Weights / SqueezeNet1_1_Weights meta"
-
-
-@register_model(
-    _cfg(
-        published={"params": 1248424, "macs": 819e6, "top1": 57.5, "top5": 80.3, "size_mb": 4.8},
-        published_source={
-            "params": "paper Table 1 / " + _TV,
-            "macs": _TV + " (0.819 GMACs)",
-            "top1": "paper Table 2",
-            "top5": "paper Table 2",
-            "size_mb": "paper Table 2",
-        },
-    )
-)
+@register_model(_cfg("squeezenet1_0"))
 def squeezenet1_0(**kwargs) -> SqueezeNet:
     """SqueezeNet 1.0: 7x7/96 stem, eight fire modules."""
     return SqueezeNet("1_0", **kwargs)
 
 
-@register_model(
-    _cfg(
-        published={"params": 1235496, "macs": 349e6, "top1": 58.178, "top5": 80.624},
-        published_source={"params": _TV, "macs": _TV + " (0.349 GMACs)", "top1": _TV, "top5": _TV},
-    )
-)
+@register_model(_cfg("squeezenet1_1"))
 def squeezenet1_1(**kwargs) -> SqueezeNet:
     """SqueezeNet 1.1: 3x3/64 stem and earlier pooling, 2.4x less compute than 1.0."""
     return SqueezeNet("1_1", **kwargs)
 
 
-@register_model(
-    _cfg(
-        published={"params": 1248424, "top1": 60.4, "top5": 82.5, "size_mb": 4.8},
-        published_source={
-            "params": "same as vanilla: identity shortcuts add no weights",
-            "top1": "paper Table 3",
-            "top5": "paper Table 3",
-            "size_mb": "paper Table 3",
-        },
-    )
-)
+@register_model(_cfg("squeezenet1_0_bypass_simple"))
 def squeezenet1_0_bypass_simple(**kwargs) -> SqueezeNet:
     """SqueezeNet 1.0 with identity shortcuts around fire 3, 5, 7 and 9."""
     return SqueezeNet("1_0", bypass="simple", **kwargs)
 
 
-@register_model(
-    _cfg(
-        published={"top1": 58.8, "top5": 82.0, "size_mb": 7.7},
-        published_source={
-            "top1": "paper Table 3",
-            "top5": "paper Table 3",
-            "size_mb": "paper Table 3",
-        },
-    )
-)
+@register_model(_cfg("squeezenet1_0_bypass_complex"))
 def squeezenet1_0_bypass_complex(**kwargs) -> SqueezeNet:
     """SqueezeNet 1.0 with identity shortcuts where widths match and 1x1 conv ones elsewhere."""
     return SqueezeNet("1_0", bypass="complex", **kwargs)
