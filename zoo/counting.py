@@ -107,22 +107,18 @@ def fvcore_analysis(model: nn.Module, input_size: tuple[int, int, int]) -> tuple
 
 
 def count(
-    model_or_name: nn.Module | str,
+    model: nn.Module,
     input_size: tuple[int, int, int] | int | None = None,
     fvcore: bool = True,
 ) -> Complexity:
     """Params, paper-convention MACs, fvcore MACs (with the ops it skipped) and fp32 size.
 
-    ``input_size`` is (C, H, W) or a single side length; it defaults to the model's
-    ``default_cfg["input_size"]``.
+    ``input_size`` is (C, H, W), (H, W) or a single side length; it defaults to the model's
+    ``default_cfg["input_size"]``. (``zoo.count`` also takes names and files.)
     """
-    if isinstance(model_or_name, str):
-        name = model_or_name
-        model, weights_size = _architecture_of(name)
-        input_size = input_size or weights_size
-    else:
-        model = model_or_name
-        name = (getattr(model, "default_cfg", None) or {}).get("architecture", type(model).__name__)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count needs an nn.Module, got {type(model).__name__} {model!r}")
+    name = (getattr(model, "default_cfg", None) or {}).get("architecture", type(model).__name__)
     size = _resolve_input_size(model, input_size)
     params = sum(p.numel() for p in model.parameters())
     macs = sum(layer_macs(model, size).values())
@@ -130,28 +126,24 @@ def count(
     return Complexity(name, size, params, macs, fv_total, skipped, by_op, params * 4 / MIB)
 
 
-def _architecture_of(name: str) -> tuple[nn.Module, tuple[int, int, int] | None]:
-    """The model ``name`` stands for, without loading weights (counting needs none): for
-    ``arch.tag`` the variant and head of that weight set, and its input size."""
-    import zoo
-
-    arch, _, tag = name.partition(".")
-    if not tag:
-        return zoo.create(arch), None
-    from zoo.pretrained import data_config, pretrained_head, pretrained_model_kwargs
-
-    model = zoo.create(arch, **pretrained_head(arch, tag), **pretrained_model_kwargs(arch, tag))
-    return model, tuple(data_config(name)["input_size"])
-
-
-def _resolve_input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
+def _resolve_input_size(model: nn.Module, input_size: Any) -> tuple[int, int, int]:
+    """(C, H, W) from ``input_size`` (None, an int side, (H, W) or (C, H, W)), checked."""
     default = tuple((getattr(model, "default_cfg", None) or {}).get("input_size", (3, 224, 224)))
     if input_size is None:
         return default
-    if isinstance(input_size, int):
-        return (default[0], input_size, input_size)
-    if len(input_size) == 2:
-        return (default[0], *input_size)
-    if len(input_size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), (H, W) or an int, got {input_size!r}")
-    return tuple(input_size)
+    sides = [input_size] if isinstance(input_size, int) else input_size
+    if isinstance(sides, (str, bytes)) or not hasattr(sides, "__len__"):
+        raise TypeError(
+            f"input_size must be an int side or a (C, H, W) / (H, W) tuple, got {input_size!r}"
+        )
+    if not 1 <= len(sides) <= 3 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides
+    ):
+        raise ValueError(
+            f"input_size must be positive ints: a side, (H, W) or (C, H, W), got {input_size!r}"
+        )
+    if len(sides) == 1:
+        return (default[0], sides[0], sides[0])
+    if len(sides) == 2:
+        return (default[0], *sides)
+    return tuple(sides)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from zoo.counting import count
+from zoo.catalog import count, summary
 from zoo.registry import get_cfg, is_model
 from zoo.utils import atomic_path
 
@@ -150,8 +150,6 @@ def _complexity(model: str, resolution: int) -> dict[str, float]:
     c = count(model, input_size=resolution, fvcore=False)
     out = {"params": c.params, "macs": c.macs, "size_mb": c.size_mb}
     if get_cfg(model).binary:  # memory as deployed: 1-bit weights, float scales and layers
-        from zoo.binary import summary
-
         out["size_mb"] = summary(model, input_size=resolution).memory_bytes / 2**20
     return out
 

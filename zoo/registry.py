@@ -1,8 +1,9 @@
-"""One registry for every model: register, create, list and describe by name.
+"""One registry for every model: names, builders and their cfgs. A leaf: it imports nothing
+else of the zoo.
 
-Follows timm's conventions: each family module registers one small builder
-function per variant with ``@register_model``; metadata (paper, published
-figures, input size) lives beside it as data in a ``ModelCfg``.
+Follows timm's ``_registry``: each family module registers one small builder per variant with
+``@register_model``; what the paper says about a variant (published figures, input size)
+lives beside it as data in a ``ModelCfg``. Building with weights is ``zoo.factory``'s job.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,12 +22,15 @@ __all__ = [
     "UnknownModelError",
     "register_model",
     "register",
-    "create",
     "list_models",
     "list_families",
-    "model_info",
     "get_cfg",
+    "get_builder",
     "is_model",
+    "split_tag",
+    "check_model_name",
+    "matches",
+    "natural_sorted",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,125 +99,88 @@ def register_model(cfg: ModelCfg) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def _ensure_models_loaded() -> None:
-    # Importing the models package runs every family module's registrations.
-    import zoo.models  # noqa: F401
-
-
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _split_tag(name: str) -> tuple[str, str | None]:
+def split_tag(name: str) -> tuple[str, str | None]:
+    """``"arch.tag"`` -> ``("arch", "tag")``; ``"arch"`` -> ``("arch", None)``."""
     arch, _, tag = name.partition(".")
     return arch, (tag or None)
 
 
-def _unknown(name: str) -> UnknownModelError:
-    close = difflib.get_close_matches(name, list(_builders), n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return UnknownModelError(
-        f"unknown model {name!r}.{hint} See zoo.list_models() for all {len(_builders)} names."
-    )
+def check_model_name(name: Any) -> str:
+    """``name`` itself when it is a registered ``arch`` or ``arch.tag``; else a clear error."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"a model name must be a string, got {type(name).__name__} {name!r}; "
+            "see zoo.list_models() for the names"
+        )
+    arch, _ = split_tag(name)
+    if arch not in _builders:
+        close = difflib.get_close_matches(arch, list(_builders), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {arch!r}.{hint} See zoo.list_models() for all {len(_builders)} names."
+        )
+    return name
 
 
 def is_model(name: str) -> bool:
     """True when ``name`` (optionally ``arch.tag``) is a registered architecture."""
-    _ensure_models_loaded()
-    return _split_tag(name)[0] in _builders
+    return isinstance(name, str) and split_tag(name)[0] in _builders
 
 
 def get_cfg(name: str) -> ModelCfg:
     """The ``ModelCfg`` of a registered name; raises ``UnknownModelError`` otherwise."""
-    _ensure_models_loaded()
-    arch, _ = _split_tag(name)
-    if arch not in _cfgs:
-        raise _unknown(arch)
-    return _cfgs[arch]
+    return _cfgs[split_tag(check_model_name(name))[0]]
 
 
-def _pretrained_tags(arch: str) -> list[str]:
-    try:
-        from zoo.pretrained import list_tags
-    except ImportError:  # weights subsystem not present: no tags
+def get_builder(name: str) -> Builder:
+    """The builder function of a registered name (timm's ``model_entrypoint``)."""
+    return _builders[split_tag(check_model_name(name))[0]]
+
+
+def _patterns(value: str | Iterable[str] | None, what: str) -> list[str]:
+    if value is None:
         return []
-    return list_tags(arch)
+    if isinstance(value, str):
+        return [value]
+    try:
+        patterns = list(value)
+    except TypeError:
+        patterns = [value]
+    bad = [p for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"{what} must be a string or a list of strings, got {bad[0]!r}")
+    return patterns
 
 
-def list_models(pattern: str | list[str] = "*", pretrained: bool = False) -> list[str]:
-    """Registered names matching fnmatch ``pattern`` (or any of a list), naturally sorted.
+def matches(name: str, filter: str | Iterable[str] = "*", exclude_filters=None) -> bool:
+    """True when ``name`` matches any fnmatch pattern of ``filter`` and none of the excludes."""
+    include = _patterns(filter, "filter") or ["*"]
+    exclude = _patterns(exclude_filters, "exclude_filters")
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
 
-    With ``pretrained=True`` only architectures with weights are listed, as ``arch.tag``.
-    """
-    _ensure_models_loaded()
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+
+def list_models(
+    filter: str | Iterable[str] = "*", exclude_filters: str | Iterable[str] | None = None
+) -> list[str]:
+    """Registered architectures matching fnmatch ``filter`` (or any of a list) and none of
+    ``exclude_filters``, naturally sorted. ``zoo.list_models`` adds ``pretrained=``."""
+    if filter is None:
+        raise TypeError("filter must be a pattern such as '*' or 'shufflenet*', got None")
     names = sorted(_builders, key=_natural_key)
-    if pretrained:
-        names = [f"{n}.{t}" for n in names for t in _pretrained_tags(n)]
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    return [n for n in names if matches(n, filter, exclude_filters)]
 
 
 def list_families() -> list[str]:
     """Family names in registration order (e.g. ``squeezenet``, ``shufflenet_v1``)."""
-    _ensure_models_loaded()
     return list(dict.fromkeys(c.family for c in _cfgs.values()))
 
 
-def model_info(name: str) -> dict[str, Any]:
-    """Family, paper, published figures, default input size and weight tags of a model."""
-    cfg = get_cfg(name)
-    arch, _ = _split_tag(name)
-    info = {"name": arch, **cfg.to_dict(), "pretrained_tags": _pretrained_tags(arch)}
-    return info
-
-
-def _check_positive_int(value: Any, what: str, fix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}; {fix}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}; {fix}")
-
-
-def create(
-    name: str,
-    pretrained: bool | str = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model, optionally with pretrained weights.
-
-    ``name`` may carry a weight tag (``"shufflenet_v2_x1_0.tv_in1k"``). ``pretrained`` is
-    ``False``, ``True`` (the default tag), a tag, or a local file path. ``num_classes`` and
-    ``in_chans`` default to those of the weights (10 and 1 for ``"fashion_mnist"``), else
-    1000 and 3; a different ``num_classes`` gets a fresh classifier, as in timm.
-    """
-    _ensure_models_loaded()
-    arch, tag = _split_tag(name)
-    if arch not in _builders:
-        raise _unknown(arch)
-    weights = tag or pretrained
-    if weights and (num_classes is None or in_chans is None):
-        from zoo.pretrained import pretrained_head
-
-        head = pretrained_head(arch, weights)
-        num_classes = head.get("num_classes", 1000) if num_classes is None else num_classes
-        in_chans = head.get("in_chans", 3) if in_chans is None else in_chans
-    num_classes = 1000 if num_classes is None else num_classes
-    in_chans = 3 if in_chans is None else in_chans
-    _check_positive_int(num_classes, "num_classes", "pass e.g. num_classes=10")
-    _check_positive_int(in_chans, "in_chans", "pass 3 for RGB or 1 for grayscale")
-    if weights:
-        from zoo.pretrained import pretrained_model_kwargs
-
-        # Some weight sets need a variant of the architecture (e.g. a narrower stem).
-        kwargs = {**pretrained_model_kwargs(arch, weights), **kwargs}
-    model = _builders[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model.default_cfg = {**_cfgs[arch].to_dict(), "architecture": arch, "num_classes": num_classes}
-    model.default_cfg["input_size"] = (in_chans, *_cfgs[arch].input_size[1:])
-    model.pretrained_cfg = model.default_cfg
-    if weights:
-        from zoo.pretrained import load_pretrained
-
-        load_pretrained(model, arch, weights, num_classes, in_chans)
-    return model
+def natural_sorted(names: Iterable[str]) -> list[str]:
+    """``names`` sorted so that ``x0_5`` < ``x1_0`` < ``x2_0`` and ``g1`` < ``g8``."""
+    return sorted(names, key=_natural_key)

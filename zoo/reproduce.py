@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.counting import count
+from zoo.catalog import count
+from zoo.paper_tables import plot_accuracy_vs_macs, render_paper_tables
 from zoo.registry import get_cfg, list_families, list_models
+from zoo.utils import atomic_write_text
 
 __all__ = ["Row", "complexity_rows", "render_markdown", "write_tables", "TOLERANCE"]
 
@@ -126,7 +128,7 @@ def complexity_rows(pattern: str = "*", families: list[str] | None = None) -> li
     return rows
 
 
-def _fmt(quantity: str, value: float) -> str:
+def format_figure(quantity: str, value: float) -> str:
     if quantity.startswith("params"):
         return f"{value:,.0f}"
     if quantity.startswith("macs"):
@@ -160,8 +162,8 @@ def render_markdown(rows: list[Row]) -> str:
         for r in fam_rows:
             mark = "yes" if r.ok else ("known" if r.note else "NO")
             out.append(
-                f"| {r.model} | {r.quantity} | {_fmt(r.quantity, r.published)} | "
-                f"{_fmt(r.quantity, r.measured)} | {r.diff:+.1%} | {mark} | {r.source} |"
+                f"| {r.model} | {r.quantity} | {format_figure(r.quantity, r.published)} | "
+                f"{format_figure(r.quantity, r.measured)} | {r.diff:+.1%} | {mark} | {r.source} |"
             )
         notes = [r for r in fam_rows if r.note]
         if notes:
@@ -178,9 +180,6 @@ def write_tables(
     plot: str | Path | None = "docs/accuracy_vs_macs.png",
 ) -> list[Row]:
     """Measure, write the paper tables and per-family detail atomically, plot; return rows."""
-    from zoo.paper_tables import plot_accuracy_vs_macs, render_paper_tables
-    from zoo.utils import atomic_write_text
-
     rows = complexity_rows(pattern)
     text = render_paper_tables(accuracy)
     if plot:

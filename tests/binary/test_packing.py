@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 import zoo
 import zoo.binary.variants  # noqa: F401
-from zoo.binary import binarize, load_binary, pack_signs, read_metadata, save_binary, unpack_signs
+from zoo import load_binary
+from zoo.binary import binarize, pack_signs, read_metadata, save_binary, unpack_signs
+from zoo.pretrained import StateDictMismatchError, WeightsError
 from zoo.binary.summary import summary
 
 
@@ -141,15 +143,15 @@ def test_errors_name_the_fix(tmp_path):
     with pytest.raises(ValueError, match="binarize it first"):
         save_binary(torchvision.models.resnet18(), tmp_path / "f.safetensors")
     path = save_binary(binarize(torchvision.models.resnet18(), "bwn"), tmp_path / "b.safetensors")
-    with pytest.raises(ValueError, match="names no architecture"):
+    with pytest.raises(WeightsError, match="names no architecture"):
         load_binary(path)  # a torchvision model has no registered name
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(StateDictMismatchError, match="differ"):
         load_binary(path, binarize(torchvision.models.resnet18(), "bwn", keep_last=False))
-    with pytest.raises(ValueError, match="has bwn"):
+    with pytest.raises(StateDictMismatchError, match="has bwn"):
         load_binary(path, binarize(torchvision.models.resnet18(), "xnor"))
     other = tmp_path / "plain.safetensors"
     from safetensors.torch import save_file
 
     save_file({"a": torch.zeros(1)}, str(other))
-    with pytest.raises(ValueError, match="not a zoo 1-bit checkpoint"):
+    with pytest.raises(WeightsError, match="not a zoo 1-bit checkpoint"):
         load_binary(other, binarize(torchvision.models.resnet18(), "bwn"))

@@ -5,14 +5,20 @@
 >>> print(zb.summary(net))                                      # 1-bit/32-bit params, MACs, S
 >>> zb.save_binary(net, "xnor_resnet18.safetensors")            # signs packed 8 per byte
 
-The registered ``bwn_*``/``xnor_*`` variants live in ``zoo.binary.variants`` (imported by
-``zoo.models``).
+The registered ``bwn_*``/``xnor_*`` twins live in ``zoo.binary.variants``; a 1-bit file
+loads with ``zoo.create(path)`` or ``zoo.load_binary(path, model)``.
 """
 
 from zoo.binary.convert import BinarizeInfo, binarize, find_first_last, is_depthwise
 from zoo.binary.layers import MODES, BinaryConv2d, BinaryLinear, is_binary
 from zoo.binary.packed import PackedBinaryConv2d, PackedBinaryLinear, pack, packed_weight_bytes
-from zoo.binary.packing import load_binary, pack_signs, read_metadata, save_binary, unpack_signs
+from zoo.binary.packing import (
+    check_binary_layers,
+    pack_signs,
+    read_metadata,
+    save_binary,
+    unpack_signs,
+)
 from zoo.binary.quantizers import (
     ApproxSign,
     Quantizer,
@@ -45,7 +51,7 @@ __all__ = [
     "get_quantizer",
     "is_binary",
     "is_depthwise",
-    "load_binary",
+    "check_binary_layers",
     "pack_signs",
     "read_metadata",
     "save_binary",

@@ -7,7 +7,7 @@ File format (safetensors, so loading never runs pickled code):
 * ``<layer>.weight.alpha``: float32 ``[out]``, the per-output-channel scale;
 * every other state_dict entry (float layers, BatchNorm, biases) unchanged;
 * metadata: format tag, architecture, num_classes, in_chans, binarize options and the shape
-  and mode of each binary layer, enough for ``load_binary(path)`` to rebuild the model.
+  and mode of each binary layer, enough for ``zoo.create(path)`` to rebuild the model.
 
 On load each latent weight is set to ``alpha * sign``: the layer recomputes exactly the same
 ``alpha`` (see ``channel_scale``) and the same binary weights, so outputs are bit-exact.
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -32,7 +31,7 @@ from zoo.utils import atomic_write_bytes
 
 __all__ = [
     "save_binary",
-    "load_binary",
+    "check_binary_layers",
     "read_metadata",
     "pack_signs",
     "unpack_signs",
@@ -126,31 +125,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _build_model(meta: dict[str, Any], model: nn.Module | str | None) -> nn.Module:
-    """The model to load into: the given one, or one built from the name, binarized if needed."""
-    if model is None or isinstance(model, str):
-        name = model or meta.get("architecture")
-        if not name:
-            raise ValueError(
-                "the checkpoint names no architecture; pass the model: load_binary(path, model)"
-            )
-        from zoo.registry import create
-
-        kw = {k: meta[k] for k in ("num_classes", "in_chans") if meta.get(k)}
-        model = create(name, **kw)
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"load_binary needs an nn.Module or a model name, got {type(model).__name__}"
-        )
-    if not _binary_layers(model):
-        from zoo.binary.convert import binarize
-
-        if "mode" not in meta:
-            raise ValueError("the checkpoint does not record its binary mode; pass a binary model")
-        model = binarize(model, meta["mode"], **meta.get("binarize_options", {}))
-    return model
-
-
 def expand_binary_state(
     tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> dict[str, torch.Tensor]:
@@ -169,14 +143,9 @@ def expand_binary_state(
     return tensors
 
 
-def load_binary(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Module:
-    """Load a 1-bit checkpoint into ``model`` (a binary or float model, or a registered name).
-
-    With no model the architecture recorded in the file is built with ``zoo.create``; a float
-    model is binarized with the recorded options first. Returns the loaded model.
-    """
-    meta = read_metadata(path)
-    model = _build_model(meta, model)
+def check_binary_layers(model: nn.Module, meta: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first difference between ``model``'s binary layers
+    and a 1-bit file's (names, shapes, modes), before anything is loaded."""
     layers = _binary_layers(model)
     if set(layers) != set(meta["layers"]):
         missing = sorted(set(meta["layers"]) ^ set(layers))[:5]
@@ -191,7 +160,3 @@ def load_binary(path: str | os.PathLike, model: nn.Module | str | None = None) -
                 f"layer {name!r}: checkpoint has {lm['mode']} {lm['shape']}, model has "
                 f"{m.mode} {list(m.weight.shape)}"
             )
-    state = expand_binary_state(load_file(str(path)), meta)
-    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-    model.load_state_dict({k: v.to(dtypes.get(k, v.dtype)) for k, v in state.items()}, strict=True)
-    return model

@@ -199,21 +199,15 @@ def _memory(n1: int, n32: int, scales: int, bufs: int) -> int:
 
 
 def summary(
-    model: nn.Module | str, input_size: int | tuple[int, ...] | None = None, **create_kwargs: Any
+    model: nn.Module, input_size: int | tuple[int, ...] | None = None, name: str | None = None
 ) -> BinarySummary:
-    """Binary-aware summary of a model or a registered model name (built with ``zoo.create``).
+    """Binary-aware summary of a model (``zoo.summary`` also takes names and files).
 
     ``input_size`` is ``(C, H, W)`` or one int side; default: the model's ``default_cfg``.
     """
-    name = model if isinstance(model, str) else type(model).__name__
-    if isinstance(model, str):
-        from zoo.registry import create
-
-        model = create(model, **create_kwargs)
-    elif create_kwargs:
-        raise TypeError(f"{sorted(create_kwargs)} only apply when a model name is given")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"summary needs an nn.Module or a model name, got {type(model).__name__}")
+        raise TypeError(f"summary needs an nn.Module, got {type(model).__name__} {model!r}")
+    name = name or type(model).__name__
     size = _input_size(model, input_size)
     shapes, macs = _trace(model, size)
     kept, removed = _model_mode_notes(model)

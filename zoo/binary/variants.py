@@ -1,11 +1,11 @@
-"""Register a ``bwn_<name>`` and an ``xnor_<name>`` variant for every float model.
+"""Register a ``bwn_<name>`` and an ``xnor_<name>`` twin of every float model: the one place
+binary variants are registered.
 
-Each builder creates the float model and passes it through ``binarize`` (first conv and
-classifier float, depthwise convs float, see ``zoo.binary.convert``). Extra keyword arguments:
-``from_float`` (``True``, a weight tag or a path: start from pretrained float weights),
-``input_scale`` (XNOR's K), ``binarize_depthwise``; the rest go to the float builder.
-
-Imported at the end of ``zoo.models`` so that every family is registered first.
+Each builder builds the float model (``zoo.models.build_model``) and passes it through
+``binarize`` (first conv and classifier float, depthwise convs float, see
+``zoo.binary.convert``). Keyword arguments of ``binarize`` (``input_scale``, XNOR's K;
+``binarize_depthwise``; ``keep``; ...) go to it, the rest to the float builder. Weights, including
+starting a twin from its float model's weights, are ``zoo.factory``'s job.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from torch import nn
 
 from zoo.binary.convert import binarize
 from zoo.binary.layers import MODES
-from zoo.registry import ModelCfg, create, get_cfg, is_model, list_models, register
+from zoo.models import build_model
+from zoo.registry import ModelCfg, get_cfg, is_model, list_models, register
 
-__all__ = ["XNOR_NET_PUBLISHED", "register_binary_variants", "binary_name"]
+__all__ = ["BINARIZE_KWARGS", "register_binary_variants", "binary_name", "split_binarize_kwargs"]
 
 _PAPER = (
     "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks "
     "(arXiv:1603.05279)"
 )
+
 _SRC_ALEXNET = "Rastegari et al. 2016, Table 1 (AlexNet, ImageNet top-1/top-5 %)"
 _SRC_RESNET = "Rastegari et al. 2016, Table 2 (ResNet-18, ImageNet top-1/top-5 %)"
 
@@ -37,7 +39,15 @@ XNOR_NET_PUBLISHED: dict[tuple[str, str], tuple[dict[str, float], str]] = {
     ("xnor", "resnet18"): ({"top1": 51.2, "top5": 73.2}, _SRC_RESNET),
 }
 
-_BINARIZE_KWARGS = ("input_scale", "binarize_depthwise")
+# ``binarize`` options a twin takes as keyword arguments (and a 1-bit file records).
+BINARIZE_KWARGS = (
+    "keep_first",
+    "keep_last",
+    "binarize_depthwise",
+    "input_scale",
+    "keep",
+    "input_bn",
+)
 
 
 def binary_name(mode: str, float_name: str) -> str:
@@ -45,8 +55,15 @@ def binary_name(mode: str, float_name: str) -> str:
     return f"{mode}_{float_name}"
 
 
+def split_binarize_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(binarize options, float builder kwargs) of a twin's keyword arguments."""
+    options = {k: v for k, v in kwargs.items() if k in BINARIZE_KWARGS}
+    rest = {k: v for k, v in kwargs.items() if k not in BINARIZE_KWARGS}
+    return options, rest
+
+
 def _binary_cfg(mode: str, float_name: str, cfg: ModelCfg) -> ModelCfg:
-    published, source = XNOR_NET_PUBLISHED.get((mode, float_name), ({}, ""))
+    figures, source = XNOR_NET_PUBLISHED.get((mode, float_name), ({}, ""))
     what = "binary weights" if mode == "bwn" else "binary weights and activations"
     notes = (
         f"{mode.upper()} twin of {float_name} ({what}); first conv and classifier float, "
@@ -56,21 +73,17 @@ def _binary_cfg(mode: str, float_name: str, cfg: ModelCfg) -> ModelCfg:
         cfg,
         binary=mode,
         float_twin=float_name,
-        published=dict(published),
-        published_source={k: source for k in published},
+        published=dict(figures),
+        published_source={k: source for k in figures},
         notes=notes,
         paper=f"{cfg.paper}; {_PAPER}",
     )
 
 
 def _make_builder(mode: str, float_name: str) -> Callable[..., nn.Module]:
-    def builder(
-        num_classes: int = 1000, in_chans: int = 3, from_float: bool | str = False, **kwargs: Any
-    ) -> nn.Module:
-        options = {k: kwargs.pop(k) for k in _BINARIZE_KWARGS if k in kwargs}
-        model = create(
-            float_name, pretrained=from_float, num_classes=num_classes, in_chans=in_chans, **kwargs
-        )
+    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+        options, rest = split_binarize_kwargs(kwargs)
+        model = build_model(float_name, num_classes=num_classes, in_chans=in_chans, **rest)
         return binarize(model, mode, **options)
 
     builder.__name__ = binary_name(mode, float_name)

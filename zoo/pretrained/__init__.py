@@ -11,11 +11,14 @@ See ``docs/pretrained.md`` for the tags and the offline workflow.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from zoo.pretrained.adapt import adapt_input_conv, load_pretrained
+from zoo.data.transforms import create_eval_transform, resolve_data_config
+from zoo.pretrained.adapt import adapt_input_conv, load_pretrained, local_manifest
 from zoo.pretrained.hub import (
     CorruptCheckpointError,
     DownloadError,
@@ -30,6 +33,7 @@ from zoo.pretrained.hub import (
     zoo_home,
 )
 from zoo.pretrained.manifests import Manifest, get_manifest, list_tags, load_manifests, weights_dir
+from zoo.registry import get_cfg
 
 __all__ = [
     "list_tags",
@@ -74,19 +78,25 @@ def list_pretrained() -> list[str]:
     return sorted(load_manifests())
 
 
-def pretrained_model_kwargs(arch: str, tag_or_path: bool | str = True) -> dict[str, Any]:
-    """Builder kwargs a weight set needs (e.g. ``{"stem_chs": 6}`` for pytorchcv's 0.25x
-    ShuffleNet v1), so a registry can build the matching variant before loading.
+def _is_tag(arch: str, value: Any) -> bool:
+    return isinstance(value, str) and value.removeprefix(f"{arch}.") in list_tags(arch)
 
-    Empty for local files, unknown tags and weights that fit the default architecture.
+
+def pretrained_model_kwargs(arch: str, tag_or_path: Any = True) -> dict[str, Any]:
+    """Builder kwargs a weight set needs (e.g. ``{"stem_chs": 6}`` for pytorchcv's 0.25x
+    ShuffleNet v1, ``{"act_layer": "relu6"}`` for timm's MobileNet v1), so the resolver builds
+    the matching variant before loading. A local file gets those of the manifest that names
+    it or whose source architecture it matches.
+
+    Empty for unknown tags and weights that fit the default architecture.
     """
     if tag_or_path is True:
-        tags = list_tags(arch)
-        return dict(get_manifest(arch).model_kwargs) if tags else {}
-    if isinstance(tag_or_path, str):
-        tag = tag_or_path.removeprefix(f"{arch}.")
-        if tag in list_tags(arch):
-            return dict(get_manifest(arch, tag).model_kwargs)
+        return dict(get_manifest(arch).model_kwargs) if list_tags(arch) else {}
+    if _is_tag(arch, tag_or_path):
+        return dict(get_manifest(arch, tag_or_path.removeprefix(f"{arch}.")).model_kwargs)
+    if isinstance(tag_or_path, (str, os.PathLike)) and Path(tag_or_path).expanduser().is_file():
+        manifest = local_manifest(arch, Path(tag_or_path).expanduser())
+        return dict(manifest.model_kwargs) if manifest else {}
     return {}
 
 
@@ -127,8 +137,6 @@ def _config_from_name(name: str) -> dict[str, Any]:
     arch, _, tag = name.partition(".")
     if tag or list_tags(arch):
         return dict(get_manifest(arch, tag or None).preprocessing)
-    from zoo.registry import get_cfg
-
     cfg = get_cfg(arch)
     return {
         "input_size": list(cfg.input_size),
@@ -146,8 +154,6 @@ def data_config(name_or_model: str | nn.Module) -> dict[str, Any]:
     A name ``arch.tag`` gives that tag's config, ``arch`` its default tag's (or the
     architecture's defaults without weights); a model gives its ``pretrained_cfg``.
     """
-    from zoo.data.transforms import resolve_data_config
-
     if isinstance(name_or_model, str):
         raw = _config_from_name(name_or_model)
     elif isinstance(name_or_model, nn.Module):
@@ -167,6 +173,4 @@ def data_config(name_or_model: str | nn.Module) -> dict[str, Any]:
 
 def transforms(name_or_model: str | nn.Module):
     """The eval transform (resize, centre crop, to tensor, normalise) of a model or weights."""
-    from zoo.data.transforms import create_eval_transform
-
     return create_eval_transform(data_config(name_or_model))

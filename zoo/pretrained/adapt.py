@@ -15,7 +15,6 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -40,15 +39,14 @@ from zoo.pretrained.manifests import (
 
 __all__ = [
     "adapt_input_conv",
-    "apply_arch_overrides",
+    "fit_state_to_model",
     "load_pretrained",
+    "local_manifest",
     "resolve_weights",
+    "strict_load",
 ]
 
 _logger = logging.getLogger("zoo.pretrained")
-
-_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
-
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """First-conv weights ``(O, C, kh, kw)`` for ``in_chans`` inputs instead of ``C``.
@@ -68,39 +66,6 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     repeats = math.ceil(in_chans / src)
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (src / in_chans)
-
-
-def apply_arch_overrides(model: nn.Module, overrides: dict[str, Any], name: str) -> None:
-    """Apply a manifest's ``arch_overrides`` (so far: ``act_layer``) to ``model`` in place.
-
-    Used where a published checkpoint was trained with a different activation than the zoo
-    default (timm's MobileNet v1 uses ReLU6); the change is logged.
-    """
-    for key, value in overrides.items():
-        if key != "act_layer":
-            raise WeightsError(f"{name}: unknown arch_overrides entry {key!r}")
-        if value not in _ACTIVATIONS:
-            raise WeightsError(f"{name}: act_layer must be one of {sorted(_ACTIVATIONS)}")
-        new = _ACTIVATIONS[value]
-        swapped = _swap_activations(model, new)
-        _logger.info(
-            "%s was trained with %s: replaced %d ReLU/ReLU6 activations of the model with %s",
-            name,
-            new.__name__,
-            swapped,
-            new.__name__,
-        )
-
-
-def _swap_activations(module: nn.Module, new: type[nn.Module]) -> int:
-    count = 0
-    for child_name, child in module.named_children():
-        if type(child) in (nn.ReLU, nn.ReLU6) and type(child) is not new:
-            setattr(module, child_name, new(inplace=getattr(child, "inplace", False)))
-            count += 1
-        else:
-            count += _swap_activations(child, new)
-    return count
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -166,6 +131,15 @@ def resolve_weights(
     return path, manifest
 
 
+def local_manifest(arch: str, path: str | os.PathLike) -> Manifest | None:
+    """The manifest whose rules (converter, model_kwargs) apply to a local weights file: the
+    one naming its file, else the one whose source architecture has exactly its keys."""
+    manifest = find_by_file_name(arch, Path(path).name)
+    if manifest is not None:
+        return manifest
+    return _manifest_by_structure(strip_module_prefix(hub.load_state_dict(path)), arch)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -174,14 +148,18 @@ def _checkpoint_classes(state: dict[str, torch.Tensor], head: str) -> int | None
     return int(weight.shape[0]) if weight is not None else None
 
 
-def _fit_head_and_stem(
-    state: dict[str, torch.Tensor], model: nn.Module, num_classes: int, in_chans: int, name: str
+def fit_state_to_model(
+    state: dict[str, torch.Tensor],
+    model: nn.Module,
+    num_classes: int | None,
+    in_chans: int | None,
+    name: str,
 ) -> set[str]:
     """Drop a classifier of the wrong size, adapt the first conv; return keys left to init."""
     head = classifier_name(model)
     reinit: set[str] = set()
     ckpt_classes = _checkpoint_classes(state, head)
-    if ckpt_classes is not None and ckpt_classes != num_classes:
+    if ckpt_classes is not None and num_classes is not None and ckpt_classes != num_classes:
         reinit = {k for k in (f"{head}.weight", f"{head}.bias") if k in model.state_dict()}
         for key in reinit:
             state.pop(key, None)
@@ -195,7 +173,7 @@ def _fit_head_and_stem(
         )
     stem = f"{first_conv_name(model)}.weight"
     weight = state.get(stem)
-    if weight is not None and weight.dim() == 4 and weight.shape[1] != in_chans:
+    if weight is not None and weight.dim() == 4 and in_chans and weight.shape[1] != in_chans:
         state[stem] = adapt_input_conv(weight, in_chans)
         how = "summed over" if in_chans == 1 else "repeated and scaled from"
         _logger.info(
@@ -211,7 +189,7 @@ def _fit_head_and_stem(
     return reinit
 
 
-def _strict_load(
+def strict_load(
     model: nn.Module, state: dict[str, torch.Tensor], allowed_missing: set[str], name: str
 ) -> None:
     """``load_state_dict`` with one error listing every missing/unexpected/mis-shaped key."""
@@ -268,7 +246,7 @@ def _pretrained_cfg(model: nn.Module, manifest: Manifest | None, path: Path, in_
 
 def _manifest_by_structure(state: dict[str, torch.Tensor], arch: str) -> Manifest | None:
     """A manifest of ``arch`` whose source architecture has exactly ``state``'s keys: its
-    converter and ``arch_overrides`` apply to a local file that matched no file name (e.g. a
+    converter and ``model_kwargs`` apply to a local file that matched no file name (e.g. a
     renamed download, or a fine-tuned copy). Its tag and preprocessing are not assumed."""
     for m in sorted(load_manifests().values(), key=lambda m: m.name):
         if m.arch == arch and m.source_arch and matches_source(state, m.source_arch) is not None:
@@ -301,8 +279,6 @@ def load_pretrained(
     name = manifest.name if manifest else str(path)
     state = strip_module_prefix(hub.load_state_dict(path))
     rules = manifest or _manifest_by_structure(state, arch)
-    if rules is not None and rules.arch_overrides:
-        apply_arch_overrides(model, rules.arch_overrides, name)
     converter = rules.converter if rules else "auto"
     source_arch = rules.source_arch if rules else ""
     ckpt_classes = rules.num_classes if rules else num_classes
@@ -310,8 +286,8 @@ def load_pretrained(
         ckpt_classes = matches_source(state, rules.source_arch) or ckpt_classes
     try:
         state = convert_state_dict(state, model, converter, source_arch, ckpt_classes)
-        reinit = _fit_head_and_stem(state, model, num_classes, in_chans, name)
-        _strict_load(model, state, reinit, name)
+        reinit = fit_state_to_model(state, model, num_classes, in_chans, name)
+        strict_load(model, state, reinit, name)
     except StateDictMismatchError as e:
         if manifest is None or not manifest.model_kwargs:
             raise
