@@ -11,7 +11,13 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
+import zoo
+from zoo.data import FashionMNIST, write_image_folder
+from zoo.pretrained import get_manifest
 from zoo.pretrained.hub import WeightsError
+from zoo.registry import get_cfg
+from zoo.reproduce import format_figure, write_tables
+from zoo.train.validate import validate_models
 
 __all__ = ["main"]
 
@@ -20,7 +26,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 # Subcommands whose parser and logic live in a library module's ``main(argv)``.
 DELEGATED = {
-    "train": ("zoo.train.loop", "train a model (single process or under torchrun)"),
+    "train": ("zoo.train.run", "train a model (single process or under torchrun)"),
     "validate": ("zoo.train.validate", "top-1/top-5 of a model on an ImageFolder"),
     "finetune": ("zoo.train.finetune", "fine-tune a model on an ImageFolder"),
     "predict": ("zoo.train.predict", "top-k classes of images from a checkpoint"),
@@ -36,9 +42,6 @@ def _fmt_macs(macs: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import zoo
-    from zoo.registry import get_cfg
-
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
     table = Table(title=f"{len(names)} models matching {args.pattern!r}")
     top1_col = "weights' top-1" if args.pretrained else "published top-1"
@@ -63,15 +66,11 @@ def _top1(name: str, published: dict) -> float | None:
     """The weight set's own top-1 for ``arch.tag``, else the paper's for the architecture."""
     arch, _, tag = name.partition(".")
     if tag:
-        from zoo.pretrained import get_manifest
-
         return get_manifest(arch, tag).metrics.get("top1")
     return published.get("top1")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import zoo
-
     info = zoo.model_info(args.name)
     c = zoo.count(args.name, input_size=args.input_size)
     console.print(f"[bold]{info['name']}[/bold]  family={info['family']}")
@@ -111,27 +110,21 @@ def _pub(published: dict, key: str, fmt: Callable[[float], str] | None = None) -
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from zoo.reproduce import write_tables
-
     accuracy = None
     if args.imagenet:
-        from zoo.train.validate import validate_models
-
         accuracy = validate_models(args.pattern, args.imagenet)
     with console.status("measuring every registered model..."):
         rows = write_tables(args.out, args.pattern, accuracy, args.plot)
     table = Table(title="Published vs measured complexity")
     for col in ("model", "quantity", "published", "measured", "diff", "ok"):
         table.add_column(col, justify="left" if col in ("model", "quantity") else "right")
-    from zoo.reproduce import _fmt
-
     for r in rows:
         verdict = "[green]yes" if r.ok else ("[yellow]known" if r.note else "[red]NO")
         table.add_row(
             r.model,
             r.quantity,
-            _fmt(r.quantity, r.published),
-            _fmt(r.quantity, r.measured),
+            format_figure(r.quantity, r.published),
+            format_figure(r.quantity, r.measured),
             f"{r.diff:+.1%}",
             verdict,
         )
@@ -146,15 +139,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from zoo.binary.summary import summary
-
-    print(summary(args.name, input_size=args.input_size))  # plain text, never re-wrapped
+    print(zoo.summary(args.name, input_size=args.input_size))  # plain text, never re-wrapped
     return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from zoo.data import FashionMNIST, write_image_folder
-
     for split in args.splits:
         ds = FashionMNIST(args.root, train=split == "train")
         out = write_image_folder(ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class)

@@ -17,7 +17,7 @@ import torch
 from train_helpers import FAST, MODEL, REPO
 
 from zoo.train import load_checkpoint
-from zoo.train import loop as loop_mod
+from zoo.train import run as run_mod
 
 pytestmark = pytest.mark.data
 TRAIN = str(REPO / "scripts" / "train.py")
@@ -129,7 +129,7 @@ def test_killed_run_resumes_to_the_same_weights(fm_folder, tmp_path):
     assert f"epoch {done}/3" not in resumed.stdout  # finished epochs are not redone
 
     # Reference: the same run without interruption (in this process, also one thread).
-    loop_mod.run(loop_mod.build_parser().parse_args([*argv, "--output", str(tmp_path / "ref")]))
+    run_mod.train(run_mod.build_parser().parse_args([*argv, "--output", str(tmp_path / "ref")]))
     a = load_checkpoint(out / "last.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "ref" / "last.pt")["state_dict"]
     assert a.keys() == b.keys()

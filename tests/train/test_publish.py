@@ -17,9 +17,10 @@ from train_helpers import FAST, MODEL
 import zoo
 from zoo.pretrained import manifests
 from zoo.train import load_checkpoint, model_from_checkpoint
-from zoo.train import loop as loop_mod
+from zoo.train import run as run_mod
 from zoo.train.publish import main as publish_main
 from zoo.train.publish import publish, recipe_command
+from zoo.train.resume import plain_value
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_recipe_parses_back_to_the_run_options(trained_run):
     run_local = {"output", "resume", "no_progress", "rank_digest", "device", "dataset_root"}
     for key, value in ckpt["args"].items():
         if key not in run_local:
-            assert loop_mod._plain(again[key]) == value, key
+            assert plain_value(again[key]) == value, key
 
 
 @pytest.mark.data
@@ -89,7 +90,7 @@ def test_binary_fashion_mnist_run_ships_one_bit_and_its_test_accuracy(
     fm_root, tmp_path, weights_env
 ):
     run = tmp_path / "run"
-    args = loop_mod.build_parser().parse_args(
+    args = run_mod.build_parser().parse_args(
         [
             "xnor_" + MODEL,
             "--dataset",
@@ -107,7 +108,7 @@ def test_binary_fashion_mnist_run_ships_one_bit_and_its_test_accuracy(
             *FAST,
         ]  # fmt: skip
     )
-    loop_mod.run(args)
+    run_mod.train(args)
     path = publish(run / "last.pt", "fm", weights_env, progress=False)
     m = json.loads(path.read_text())
     shipped = weights_env / m["files"][0]["file"]

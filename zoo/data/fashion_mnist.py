@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from zoo.data.classes import class_dirname
 from zoo.utils import atomic_write
 
 __all__ = [
@@ -175,14 +176,6 @@ class FashionMNIST(Dataset):
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
         return f"FashionMNIST(root={str(self.root)!r}, split={split}, n={len(self)})"
-
-
-def class_dirname(name: str) -> str:
-    """A folder name for a class name: path separators become ``_`` ("T-shirt/top")."""
-    safe = name.replace("/", "_").replace("\\", "_").strip()
-    if safe in ("", ".", ".."):
-        raise ValueError(f"class name {name!r} cannot be used as a folder name")
-    return safe
 
 
 def _save_png_atomic(img: Image.Image, path: Path) -> None:

@@ -10,7 +10,6 @@ schedule), ``engine`` (one epoch), ``fit`` (epochs and checkpoints), ``resume``,
 from zoo.train.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
-    create_model,
     load_checkpoint,
     load_model_state,
     model_from_checkpoint,
@@ -24,7 +23,6 @@ from zoo.train.optim import CosineWarmup, create_optimizer, create_scheduler
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
-    "create_model",
     "load_checkpoint",
     "load_model_state",
     "model_from_checkpoint",

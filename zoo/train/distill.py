@@ -9,15 +9,14 @@ when the temperature changes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.train.checkpoint import create_model, load_checkpoint, load_model_state
+from zoo.data.classes import class_index
+from zoo.factory import create, is_file_spec
 
 __all__ = ["distillation_loss", "DistillationLoss", "load_teacher"]
 
@@ -68,85 +67,54 @@ class DistillationLoss(nn.Module):
         )
 
 
+class _SelectOutputs(nn.Module):
+    """A teacher whose logits are reordered (or narrowed) to the student's classes."""
+
+    def __init__(self, teacher: nn.Module, index: torch.Tensor) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x).index_select(1, self.index)
+
+
 def load_teacher(
-    name_or_ckpt: str,
+    spec: str,
     num_classes: int,
     in_chans: int,
     class_names: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """A frozen teacher in eval mode, from a zoo checkpoint or a zoo model name with weights.
+    """A frozen teacher in eval mode from anything ``zoo.create`` takes (a checkpoint, or a
+    name with weights: ``arch.tag``, or ``arch`` for its default weights).
 
-    The teacher must predict the same classes (same number, and the same names in the same
-    order when the checkpoint records them) and take the same input channels as the student.
+    Its outputs are matched to the data's classes by name (``zoo.data.classes``, the rule
+    validate uses: ``T-shirt_top`` is ``T-shirt/top``) and reordered to the student's order;
+    without recorded names it must predict exactly ``num_classes`` classes. It must take the
+    student's input channels.
     """
-    path = Path(os.path.expanduser(name_or_ckpt))
-    if path.is_file():
-        ckpt = load_checkpoint(path)
-        if int(ckpt["num_classes"]) != num_classes:
-            raise ValueError(
-                f"teacher {str(path)!r} predicts {ckpt['num_classes']} classes but the data has "
-                f"{num_classes}; fine-tune the teacher on this data first and pass its best.pt"
-            )
-        names = ckpt.get("class_names")
-        if class_names is not None and names and list(names) != list(class_names):
-            raise ValueError(
-                f"teacher {str(path)!r} was trained on classes {list(names)} but the data has "
-                f"{list(class_names)}; the teacher must use the same class folders"
-            )
-        teacher = create_model(
-            ckpt["arch"],
-            num_classes=num_classes,
-            in_chans=int(ckpt["in_chans"]),
-            arch_overrides=ckpt.get("arch_overrides"),
-        )
-        load_model_state(teacher, ckpt["state_dict"], source=f"teacher {str(path)!r}")
-        teacher_in = int(ckpt["in_chans"])
-    elif path.suffix in (".pt", ".pth", ".safetensors") or os.sep in name_or_ckpt:
-        raise FileNotFoundError(f"teacher checkpoint {name_or_ckpt!r} does not exist")
-    else:
-        teacher = create_model(
-            name_or_ckpt,
-            num_classes=_weights_classes(name_or_ckpt),
-            in_chans=in_chans,
-            pretrained=True,
-        )
-        categories = getattr(teacher, "pretrained_cfg", {}).get("categories") or []
-        if class_names is not None and categories and list(categories) != list(class_names):
-            raise ValueError(
-                f"teacher {name_or_ckpt!r} was trained on classes {list(categories)} but the "
-                f"data has {list(class_names)}; the teacher must predict the same classes"
-            )
-        if _out_features(teacher) != num_classes:
-            raise ValueError(
-                f"teacher {name_or_ckpt!r} predicts {_out_features(teacher)} classes but the data "
-                f"has {num_classes}; fine-tune it first (`zoo finetune {name_or_ckpt} --data DIR`) "
-                "and pass the resulting best.pt as --teacher"
-            )
-        teacher_in = in_chans
-    if teacher_in != in_chans:
+    teacher = create(spec) if is_file_spec(spec) else create(spec, pretrained=True)
+    if teacher.in_chans != in_chans:
         raise ValueError(
-            f"teacher takes {teacher_in} input channels, the student {in_chans}; "
+            f"teacher {spec!r} takes {teacher.in_chans} input channels, the student {in_chans}; "
             "use the same --in-chans for both"
         )
+    n_out = int(teacher.num_classes)
+    names = list(teacher.pretrained_cfg.get("categories") or []) or None
+    if names is None and n_out != num_classes:
+        raise ValueError(
+            f"teacher {spec!r} predicts {n_out} classes but the data has {num_classes}; "
+            f"fine-tune it first (`zoo finetune {spec} --data DIR`) and pass the resulting "
+            "best.pt as --teacher"
+        )
+    folder = list(class_names) if class_names is not None else [str(i) for i in range(n_out)]
+    index = class_index(folder, names if class_names is not None else None, n_out)
+    if len(index) != num_classes:
+        raise ValueError(
+            f"teacher {spec!r}: {len(index)} class names given for {num_classes} classes"
+        )
     teacher.requires_grad_(False)
+    if not torch.equal(index, torch.arange(n_out)):
+        teacher = _SelectOutputs(teacher, index)
     return teacher.to(device).eval()
-
-
-def _weights_classes(name: str) -> int:
-    """Number of classes of a zoo model's weights (``arch.tag`` or the default tag), else of
-    the architecture's default configuration."""
-    from zoo.pretrained import pretrained_head
-    from zoo.registry import get_cfg
-
-    arch, _, tag = name.partition(".")
-    return int(pretrained_head(arch, tag or True).get("num_classes", get_cfg(arch).num_classes))
-
-
-def _out_features(model: nn.Module) -> int:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if isinstance(head, nn.Linear):
-        return head.out_features
-    if isinstance(head, nn.Conv2d):
-        return head.out_channels
-    return int(getattr(model, "num_classes", -1))

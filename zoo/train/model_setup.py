@@ -1,20 +1,17 @@
-"""Turning a model name, weight tag, weights file or zoo checkpoint into a model to train.
-
-All model building of the train/finetune command lives here, in one place, so that it can
-be swapped for the single resolver ``zoo.factory.create`` without touching the loop.
-"""
+"""The model a train/finetune run starts from, through the one resolver ``zoo.factory``:
+what ``--pretrained auto`` means, and the rebuild a ``--resume`` loads into."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from zoo.factory import create
 from zoo.pretrained import DownloadError, list_tags
+from zoo.pretrained.files import translate_arch_overrides
 from zoo.registry import get_cfg
-from zoo.train.checkpoint import CheckpointError, create_model, load_checkpoint, load_model_state
 from zoo.train.distributed import DistInfo
 
 __all__ = [
@@ -44,17 +41,14 @@ def has_weights(name: str) -> bool:
 def build_model(
     name: str, num_classes: int, in_chans: int, pretrained: str | None, info: DistInfo
 ) -> nn.Module:
-    """Create the model; ``pretrained`` may be a weight tag, a file, a zoo checkpoint or 'auto'.
-
-    A zoo checkpoint with another number of classes has its classifier replaced (the
-    fine-tuning case); registry weights are loaded by ``zoo.create`` with the head dropped
-    when the class count differs.
-    """
+    """The model to train, through the resolver: ``pretrained`` is a weight tag, ``'true'``,
+    a weights file, a zoo checkpoint (of ``name`` or of its float twin) or ``'auto'``; a
+    different number of classes gets a fresh classifier, everything else is loaded."""
     if pretrained == "auto":
         reason = "no pretrained weights are registered for it"
         if has_weights(name):
             try:
-                return create_model(name, num_classes, in_chans, pretrained=True)
+                return create(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
             except DownloadError as e:  # offline and not cached: say so, train from scratch
                 reason = f"its default weights are not available here ({str(e).splitlines()[0]})"
         if info.is_main:
@@ -64,32 +58,8 @@ def build_model(
                 flush=True,
             )
         pretrained = None
-    if pretrained and Path(pretrained).expanduser().is_file():
-        path = Path(pretrained).expanduser()
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError:
-            ckpt = None
-        if ckpt is not None:
-            if ckpt["arch"] != name:
-                raise CheckpointError(
-                    f"--pretrained {str(path)!r} holds a {ckpt['arch']!r} model, not {name!r}"
-                )
-            model = create_model(
-                name,
-                num_classes=int(ckpt["num_classes"]),
-                in_chans=in_chans,
-                arch_overrides=ckpt.get("arch_overrides"),
-            )
-            load_model_state(model, ckpt["state_dict"], source=f"checkpoint {str(path)!r}")
-            if int(ckpt["num_classes"]) != num_classes:
-                replace_classifier(model, num_classes)
-            if ckpt.get("data_cfg"):  # keep the preprocessing the weights were trained with
-                model.pretrained_cfg = {**getattr(model, "default_cfg", {}), **ckpt["data_cfg"]}
-            return model
-        return create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=str(path))
     flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
-    return create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=flag)
+    return create(name, pretrained=flag, num_classes=num_classes, in_chans=in_chans)
 
 
 def replace_classifier(model: nn.Module, num_classes: int) -> None:
@@ -111,5 +81,8 @@ def replace_classifier(model: nn.Module, num_classes: int) -> None:
 def model_for_resume(
     name: str, num_classes: int, in_chans: int, ckpt: Mapping[str, Any]
 ) -> nn.Module:
-    """The untrained model a ``last.pt`` resumes into (its weights are loaded by ``restore``)."""
-    return create_model(name, num_classes, in_chans, arch_overrides=ckpt.get("arch_overrides"))
+    """The untrained model a ``last.pt`` resumes into (its weights are loaded by ``restore``),
+    built with the variant kwargs the checkpoint records."""
+    kwargs = dict(ckpt.get("model_kwargs") or {})
+    kwargs.update(translate_arch_overrides(ckpt.get("arch_overrides")))
+    return create(name, num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -1,6 +1,7 @@
-"""``zoo predict CKPT IMAGE...``: top-k classes, with names, for each image.
+"""``zoo predict MODEL IMAGE...``: top-k classes, with names, for each image.
 
-The checkpoint names its architecture, classes and preprocessing, so nothing else is
+MODEL is a checkpoint (or any model file ``zoo.create`` reads) or a name with weights
+(``arch.tag``); it names its architecture, classes and preprocessing, so nothing else is
 needed. Folders given as IMAGE are expanded to the images inside them. Unreadable images
 are reported and skipped; the exit code is then 1.
 
@@ -22,7 +23,8 @@ import torch
 from PIL import Image
 
 from zoo.data.folder import IMG_EXTENSIONS, build_transform, resolve_data_cfg, verify_image
-from zoo.train.checkpoint import CheckpointError, model_from_checkpoint
+from zoo.factory import create, is_file_spec
+from zoo.pretrained.hub import WeightsError
 
 __all__ = ["build_parser", "main", "predict", "expand_images"]
 
@@ -89,12 +91,14 @@ def predict(
         if device == "auto" and torch.cuda.is_available()
         else ("cpu" if device == "auto" else device)
     )
-    model, ckpt = model_from_checkpoint(checkpoint, device=dev)
-    names = list(ckpt.get("class_names") or [])
-    n_out = int(ckpt["num_classes"])
+    # A checkpoint or any other model file, or a name with weights (``arch.tag``, ``arch``).
+    model = create(checkpoint) if is_file_spec(checkpoint) else create(checkpoint, pretrained=True)
+    model = model.to(dev).eval()
+    n_out = int(model.num_classes)
+    names = list(model.pretrained_cfg.get("categories") or [])
     if len(names) != n_out:
         names = [str(i) for i in range(n_out)]
-    data_cfg = resolve_data_cfg(ckpt.get("data_cfg") or model, in_chans=int(ckpt["in_chans"]))
+    data_cfg = resolve_data_cfg(model, in_chans=int(model.in_chans))
     transform = build_transform(data_cfg, train=False)
     files = expand_images(images)
     results: list[dict[str, Any]] = []
@@ -136,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results = predict(args.checkpoint, args.images, args.topk, args.device, args.batch_size)
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
+    except (OSError, WeightsError, ValueError, TypeError) as e:
         print(f"zoo predict: error: {e}", file=sys.stderr, flush=True)
         return 2
     for r in results:

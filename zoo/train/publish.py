@@ -30,10 +30,12 @@ from zoo.binary.layers import is_binary
 from zoo.binary.packing import save_binary
 from zoo.data.fashion_mnist import FashionMNIST
 from zoo.data.folder import build_transform, resolve_data_cfg
+from zoo.factory import create
+from zoo.pretrained import manifests
 from zoo.registry import get_cfg
+from zoo.train.args import build_finetune_parser, build_train_parser
 from zoo.train.checkpoint import load_checkpoint, model_from_checkpoint
-from zoo.train.loop import build_parser as train_parser
-from zoo.train.loop import evaluate
+from zoo.train.engine import evaluate
 from zoo.utils import atomic_path, atomic_write_text
 
 __all__ = ["publish", "recipe_command", "evaluate_fashion_mnist", "main"]
@@ -52,10 +54,7 @@ def _save_weights(model: nn.Module, path: Path) -> None:
 def recipe_command(args: dict[str, Any], command: str = "train") -> str:
     """The ``zoo train``/``zoo finetune`` command line that reproduces a run: the options that
     differ from that command's defaults (run-local ones such as the output folder left out)."""
-    if command == "finetune":
-        from zoo.train.finetune import build_parser as command_parser
-    else:
-        command_parser = train_parser
+    command_parser = build_finetune_parser if command == "finetune" else build_train_parser
     skip = {"output", "resume", "no_progress", "rank_digest", "device", "dataset_root"}
     by_dest: dict[str, list[argparse.Action]] = {}
     for action in command_parser()._actions:
@@ -118,9 +117,6 @@ def publish(
     The published file is loaded back through ``zoo.create(arch, pretrained=tag)`` and, for
     Fashion-MNIST runs, its test accuracy measured; that is the figure the manifest records.
     """
-    from zoo.pretrained import manifests
-    from zoo.registry import create
-
     if not tag or "." in tag or "/" in tag:
         raise ValueError(f"tag must be a plain name such as 'fashion_mnist', got {tag!r}")
     checkpoint = Path(checkpoint)
@@ -160,6 +156,9 @@ def publish(
         "categories": list(ckpt.get("class_names") or []),
         "notes": notes,
     }
+    model_kwargs = dict(model.default_cfg.get("model_kwargs") or {})
+    if model_kwargs:  # a variant of the architecture (e.g. act_layer): built before loading
+        manifest["model_kwargs"] = model_kwargs
     if _becomes_default(wdir, arch, tag):
         manifest["default"] = True
     path = wdir / f"{arch}.{tag}.json"

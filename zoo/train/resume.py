@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.blocks import ACT_LAYERS, NORM_LAYERS
 from zoo.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -79,9 +80,21 @@ def checkpoint_meta(
         "in_chans": in_chans,
         "class_names": list(classes),
         "data_cfg": {k: plain_cfg_value(v) for k, v in data_cfg.items()},
-        "arch_overrides": dict(getattr(model, "zoo_arch_overrides", None) or {}),
+        "model_kwargs": plain_model_kwargs(model),
         "args": {k: plain_value(v) for k, v in vars(args).items()},
         "command": command,
+    }
+
+
+def plain_model_kwargs(model: nn.Module) -> dict[str, Any]:
+    """The builder kwargs of the model's variant (e.g. ``act_layer="relu6"``), as plain
+    values a weights-only checkpoint can hold; a layer class is recorded by its name in
+    ``zoo.blocks`` (``nn.ReLU6`` -> ``"relu6"``)."""
+    names = {cls: name for name, cls in {**NORM_LAYERS, **ACT_LAYERS}.items()}
+    kwargs = (getattr(model, "default_cfg", None) or {}).get("model_kwargs") or {}
+    return {
+        k: names.get(v, v) if isinstance(v, type) else plain_value(v)
+        for k, v in kwargs.items()
     }
 
 

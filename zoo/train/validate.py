@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from zoo.data.fashion_mnist import class_dirname
+from zoo.catalog import list_models
+from zoo.data.classes import class_index
 from zoo.data.folder import (
     ImageFolderError,
     SafeImageFolder,
@@ -34,14 +34,11 @@ from zoo.data.folder import (
     collate_skip_none,
     resolve_data_cfg,
 )
-from zoo.train.checkpoint import (
-    CheckpointError,
-    create_model,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from zoo.factory import create, is_file_spec
+from zoo.pretrained import WeightsError, list_tags
+from zoo.train.checkpoint import model_from_checkpoint
 from zoo.train.distributed import DistInfo, init_distributed
-from zoo.train.loop import amp_settings, evaluate
+from zoo.train.engine import amp_settings, evaluate
 from zoo.utils import atomic_write
 
 __all__ = [
@@ -155,49 +152,26 @@ def load_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
 ) -> tuple[nn.Module, list[str] | None, Any, str]:
-    """(model, class names or None, data cfg source, weights description) for a spec."""
-    path = Path(spec).expanduser()
-    if path.is_file() or checkpoint:
-        ckpt = load_checkpoint(path if path.is_file() else checkpoint)
-        where = str(path) if path.is_file() else checkpoint
-        model, ckpt = model_from_checkpoint(ckpt, arch=None if path.is_file() else spec)
-        cfg_src = ckpt.get("data_cfg") or model
-        model.zoo_arch = ckpt["arch"] if path.is_file() else spec
-        return model, list(ckpt.get("class_names") or []) or None, cfg_src, where
-    if spec.endswith((".pt", ".pth")) or os.sep in spec:
-        raise FileNotFoundError(f"checkpoint {spec!r} does not exist")
-    flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
-    if not flag:
-        num_classes, in_chans = num_classes or 1000, in_chans or 3
-    # With weights, an unset head and input are the weights' own (zoo.create's rule); their
-    # class names, when recorded, map the folders to the outputs by name.
-    model = create_model(spec, num_classes=num_classes, in_chans=in_chans, pretrained=flag)
-    classes = list((getattr(model, "pretrained_cfg", None) or {}).get("categories") or []) or None
-    return model.eval(), classes, model, (f"pretrained:{pretrained}" if flag else "random-init")
+    """(model in eval mode, class names or None, data cfg source, weights description).
 
-
-def _target_map(
-    folder_classes: list[str], model_classes: list[str] | None, n_out: int
-) -> torch.Tensor:
-    """Index in the model's outputs for each folder class, matched by name when known."""
-    if model_classes is None:
-        if len(folder_classes) > n_out:
-            raise ImageFolderError(
-                f"the folder has {len(folder_classes)} classes but the model predicts {n_out}; "
-                "pass --checkpoint/--num-classes for a model trained on these classes"
-            )
-        return torch.arange(len(folder_classes))
-    lookup = {}
-    for i, name in enumerate(model_classes):
-        lookup.setdefault(name, i)
-        lookup.setdefault(class_dirname(name), i)
-    unknown = [c for c in folder_classes if c not in lookup]
-    if unknown:
-        raise ImageFolderError(
-            f"class folder(s) {', '.join(unknown)} are not among the model's classes "
-            f"({', '.join(model_classes)}); evaluate on the classes the model was trained on"
-        )
-    return torch.tensor([lookup[c] for c in folder_classes])
+    ``spec`` is anything ``zoo.create`` takes; ``checkpoint`` loads a training checkpoint
+    into the architecture ``spec`` names instead.
+    """
+    if checkpoint:
+        model, _ = model_from_checkpoint(checkpoint, arch=spec)
+        where = checkpoint
+    elif is_file_spec(spec):
+        model, where = create(spec), str(spec)
+    else:
+        flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
+        if not flag:
+            num_classes, in_chans = num_classes or 1000, in_chans or 3
+        # With weights, an unset head and input are the weights' own (the resolver's rule).
+        model = create(spec, pretrained=flag, num_classes=num_classes, in_chans=in_chans)
+        where = f"pretrained:{pretrained}" if flag else "random-init"
+    classes = list(model.pretrained_cfg.get("categories") or []) or None
+    model.zoo_arch = model.default_cfg.get("architecture", spec)
+    return model.eval(), classes, model, where
 
 
 def _out_features(model: nn.Module) -> int:
@@ -229,8 +203,7 @@ def validate(
     info = info or DistInfo()
     root = _eval_root(data, split)
     n_folders = len(check_class_folders(root, min_classes=1))
-    is_file = Path(spec).expanduser().is_file()
-    if num_classes is None and not checkpoint and not is_file and not pretrained:
+    if num_classes is None and not checkpoint and not is_file_spec(spec) and not pretrained:
         num_classes = n_folders
     model, model_classes, cfg_src, weights = load_model(
         spec, checkpoint, pretrained, num_classes, in_chans
@@ -245,7 +218,7 @@ def validate(
         min_classes=1,
         progress=progress,
     )
-    tmap = _target_map(list(ds.classes), model_classes, _out_features(model))
+    tmap = class_index(list(ds.classes), model_classes, _out_features(model))
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -316,10 +289,7 @@ def validate_models(
     order of the weights' 1000 outputs). Architectures whose weights cannot be loaded (e.g.
     offline without a cached file) are reported on stderr and left out.
     """
-    import zoo
-    from zoo.pretrained import list_tags
-
-    arches = [a for a in zoo.list_models(pattern) if list_tags(a)]
+    arches = [a for a in list_models(pattern) if list_tags(a)]
     info = init_distributed(device)
     results: dict[str, dict[str, float]] = {}
     for arch in arches:
@@ -342,8 +312,6 @@ def validate_models(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``zoo validate``: evaluate every model given; returns 0, or 2 if any failed."""
-    from zoo.pretrained import WeightsError
-
     args = build_parser().parse_args(argv)
     if args.checkpoint and len(args.models) != 1:
         build_parser().error("--checkpoint goes with exactly one model name")
@@ -371,7 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             FileNotFoundError,
             NotADirectoryError,
             ImageFolderError,
-            CheckpointError,
             WeightsError,
             ValueError,
         ) as e:
