@@ -19,6 +19,7 @@ from torch import nn
 from zoo.binary.convert import binarize
 from zoo.binary.layers import MODES
 from zoo.models import build_model
+from zoo.published import published, published_source
 from zoo.registry import ModelCfg, get_cfg, is_model, list_models, register
 
 __all__ = ["BINARIZE_KWARGS", "register_binary_variants", "binary_name", "split_binarize_kwargs"]
@@ -27,17 +28,6 @@ _PAPER = (
     "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks "
     "(arXiv:1603.05279)"
 )
-
-_SRC_ALEXNET = "Rastegari et al. 2016, Table 1 (AlexNet, ImageNet top-1/top-5 %)"
-_SRC_RESNET = "Rastegari et al. 2016, Table 2 (ResNet-18, ImageNet top-1/top-5 %)"
-
-# ImageNet accuracies the XNOR-Net paper reports for its binary baselines.
-XNOR_NET_PUBLISHED: dict[tuple[str, str], tuple[dict[str, float], str]] = {
-    ("bwn", "alexnet"): ({"top1": 56.8, "top5": 79.4}, _SRC_ALEXNET),
-    ("xnor", "alexnet"): ({"top1": 44.2, "top5": 69.2}, _SRC_ALEXNET),
-    ("bwn", "resnet18"): ({"top1": 60.8, "top5": 83.0}, _SRC_RESNET),
-    ("xnor", "resnet18"): ({"top1": 51.2, "top5": 73.2}, _SRC_RESNET),
-}
 
 # ``binarize`` options a twin takes as keyword arguments (and a 1-bit file records).
 BINARIZE_KWARGS = (
@@ -63,7 +53,7 @@ def split_binarize_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 
 def _binary_cfg(mode: str, float_name: str, cfg: ModelCfg) -> ModelCfg:
-    figures, source = XNOR_NET_PUBLISHED.get((mode, float_name), ({}, ""))
+    name = binary_name(mode, float_name)
     what = "binary weights" if mode == "bwn" else "binary weights and activations"
     notes = (
         f"{mode.upper()} twin of {float_name} ({what}); first conv and classifier float, "
@@ -73,8 +63,8 @@ def _binary_cfg(mode: str, float_name: str, cfg: ModelCfg) -> ModelCfg:
         cfg,
         binary=mode,
         float_twin=float_name,
-        published=dict(figures),
-        published_source={k: source for k in figures},
+        published=published(name),
+        published_source=published_source(name),
         notes=notes,
         paper=f"{cfg.paper}; {_PAPER}",
     )
