@@ -26,7 +26,6 @@ from zoo.pretrained import (
     UnsafeCheckpointError,
     WeightsError,
     data_config,
-    transforms,
 )
 from zoo.registry import UnknownModelError, is_model, list_families, register_model
 
@@ -60,11 +59,16 @@ __all__ = [
 ]
 
 _LAZY_MODULES = ("compress", "train", "deploy", "data", "counting", "formats")
-_LAZY_ATTRS = {"fuse": "zoo.deploy", "export_onnx": "zoo.deploy"}
+_LAZY_ATTRS = {
+    "fuse": "zoo.deploy",
+    "export_onnx": "zoo.deploy",
+    "transforms": "zoo.pretrained.preprocessing",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Subpackages and deploy functions on first use, so ``import zoo`` stays fast."""
+    """Subpackages, deploy functions and ``transforms`` (torchvision) on first use, so
+    ``import zoo`` stays fast."""
     if name in _LAZY_MODULES:
         return importlib.import_module(f"zoo.{name}")
     if name in _LAZY_ATTRS:

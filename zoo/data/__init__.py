@@ -1,42 +1,42 @@
-"""Datasets and preprocessing: Fashion-MNIST from the system package, checked ImageFolders."""
+"""Datasets and preprocessing: Fashion-MNIST from the system package, checked ImageFolders,
+data configs and transforms. Names load on first use, so that resolving a data config
+(``zoo.data.config``) does not import torchvision.
+"""
 
-from zoo.data.fashion_mnist import (
-    CLASSES,
-    DEFAULT_ROOT,
-    FashionMNIST,
-    FashionMNISTMissingError,
-    read_idx,
-    write_image_folder,
-)
-from zoo.data.folder import (
-    ImageFolderError,
-    SafeImageFolder,
-    TransformSubset,
-    UnreadableImageWarning,
-    build_transform,
-    collate_skip_none,
-    load_splits,
-    resolve_data_cfg,
-    stratified_split,
-)
+import importlib
+from typing import Any
 
-FASHION_MNIST_CLASSES = CLASSES
-FASHION_MNIST_ROOT = DEFAULT_ROOT
+_EXPORTS = {
+    "FashionMNIST": "zoo.data.fashion_mnist",
+    "FashionMNISTMissingError": "zoo.data.fashion_mnist",
+    "read_idx": "zoo.data.fashion_mnist",
+    "write_image_folder": "zoo.data.fashion_mnist",
+    "ImageFolderError": "zoo.data.folder",
+    "SafeImageFolder": "zoo.data.folder",
+    "TransformSubset": "zoo.data.folder",
+    "UnreadableImageWarning": "zoo.data.folder",
+    "build_transform": "zoo.data.folder",
+    "collate_skip_none": "zoo.data.folder",
+    "load_splits": "zoo.data.folder",
+    "resolve_data_cfg": "zoo.data.folder",
+    "stratified_split": "zoo.data.folder",
+    "class_dirname": "zoo.data.classes",
+    "class_index": "zoo.data.classes",
+    "resolve_data_config": "zoo.data.config",
+    "create_eval_transform": "zoo.data.transforms",
+}
+_RENAMED = {
+    "FASHION_MNIST_CLASSES": ("zoo.data.fashion_mnist", "CLASSES"),
+    "FASHION_MNIST_ROOT": ("zoo.data.fashion_mnist", "DEFAULT_ROOT"),
+}
 
-__all__ = [
-    "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_ROOT",
-    "FashionMNIST",
-    "FashionMNISTMissingError",
-    "read_idx",
-    "write_image_folder",
-    "ImageFolderError",
-    "SafeImageFolder",
-    "TransformSubset",
-    "UnreadableImageWarning",
-    "build_transform",
-    "collate_skip_none",
-    "load_splits",
-    "resolve_data_cfg",
-    "stratified_split",
-]
+__all__ = sorted([*_EXPORTS, *_RENAMED])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _RENAMED:
+        module, attr = _RENAMED[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

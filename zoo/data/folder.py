@@ -25,6 +25,8 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm.auto import tqdm
 
+from zoo.data.transforms import create_eval_transform
+
 __all__ = [
     "ImageFolderError",
     "check_class_folders",
@@ -402,8 +404,6 @@ def build_transform(
     value range as the weights expect). Train: random resized crop and horizontal flip,
     then the same tensor conversion. Images are converted to L/RGB first.
     """
-    from zoo.data.transforms import create_eval_transform
-
     if not train:
         return create_eval_transform(data_cfg)
     c, h, w = data_cfg["input_size"]

@@ -9,54 +9,21 @@ The eval transform is: resize the shorter side to ``resize_size`` -> centre crop
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from zoo.data.config import resolve_data_config
 
 __all__ = ["resolve_data_config", "EvalTransform", "create_eval_transform"]
 
-_DEFAULTS: dict[str, Any] = {
-    "input_size": (3, 224, 224),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "channel_order": "RGB",
-    "value_range": (0.0, 1.0),
-}
-
-
-def resolve_data_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Complete a (possibly partial) data config with ImageNet defaults.
-
-    ``resize_size`` defaults to ``floor(crop / crop_pct)`` like timm; ``channel_order``
-    defaults to ``L`` for one input channel.
-    """
-    cfg = {**_DEFAULTS, **{k: v for k, v in (config or {}).items() if v is not None}}
-    cfg["input_size"] = tuple(int(v) for v in cfg["input_size"])
-    chans, height, width = cfg["input_size"]
-    if "channel_order" not in (config or {}) and chans == 1:
-        cfg["channel_order"] = "L"
-    cfg["crop_size"] = (height, width) if height != width else height
-    if not cfg.get("resize_size"):
-        cfg["resize_size"] = math.floor(min(height, width) / float(cfg["crop_pct"]))
-    cfg["mean"] = tuple(float(v) for v in cfg["mean"])
-    cfg["std"] = tuple(float(v) for v in cfg["std"])
-    if len(cfg["mean"]) != chans or len(cfg["std"]) != chans:
-        raise ValueError(
-            f"mean {cfg['mean']} / std {cfg['std']} need {chans} values for input_size "
-            f"{cfg['input_size']}"
-        )
-    cfg["value_range"] = tuple(float(v) for v in cfg["value_range"])
-    return cfg
-
 
 def _interpolation(name: str):
-    from torchvision.transforms import InterpolationMode
-
     try:
         return InterpolationMode(name)
     except ValueError as e:
@@ -84,8 +51,6 @@ class EvalTransform(nn.Module):
         self.in_chans = cfg["input_size"][0]
 
     def _to_tensor(self, img: Any) -> torch.Tensor:
-        from torchvision.transforms import functional as F
-
         if isinstance(img, torch.Tensor):
             if img.dim() != 3:
                 raise ValueError(f"expected a CHW image tensor, got shape {tuple(img.shape)}")
@@ -94,14 +59,10 @@ class EvalTransform(nn.Module):
 
     def _convert_mode(self, img: Any) -> Any:
         """PIL images become RGB (or L for one channel) before anything else."""
-        from PIL import Image
-
         want = "L" if self.in_chans == 1 else "RGB"
         return img.convert(want) if isinstance(img, Image.Image) and img.mode != want else img
 
     def forward(self, img: Any) -> torch.Tensor:
-        from torchvision.transforms import functional as F
-
         img = self._convert_mode(img)
         img = F.resize(img, self.resize_size, interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, self.crop_size)

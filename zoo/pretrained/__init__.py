@@ -11,13 +11,14 @@ See ``docs/pretrained.md`` for the tags and the offline workflow.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from zoo.data.transforms import create_eval_transform, resolve_data_config
+from zoo.data.config import resolve_data_config
 from zoo.pretrained.adapt import adapt_input_conv, load_pretrained, local_manifest
 from zoo.pretrained.hub import (
     CorruptCheckpointError,
@@ -171,6 +172,8 @@ def data_config(name_or_model: str | nn.Module) -> dict[str, Any]:
     return resolve_data_config(raw)
 
 
-def transforms(name_or_model: str | nn.Module):
-    """The eval transform (resize, centre crop, to tensor, normalise) of a model or weights."""
-    return create_eval_transform(data_config(name_or_model))
+def __getattr__(name: str) -> Any:
+    """``transforms`` loads torchvision: it is imported on first use, not with the package."""
+    if name == "transforms":
+        return importlib.import_module("zoo.pretrained.preprocessing").transforms
+    raise AttributeError(f"module 'zoo.pretrained' has no attribute {name!r}")
