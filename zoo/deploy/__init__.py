@@ -12,6 +12,8 @@ when used. The benchmark is three modules: ``benchmark`` (what to time for a mod
 peer table is ``zoo.pretrained.peers``.
 """
 
+import importlib
+
 from zoo.deploy.fuse import FuseReport, GroupedPointwiseConv2d, fold_conv_bn, fuse
 
 __all__ = [
@@ -27,7 +29,5 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy: keep `import zoo.deploy` free of onnx imports.
     if name in ("ExportError", "export_onnx"):
-        from zoo.deploy import export
-
-        return getattr(export, name)
+        return getattr(importlib.import_module("zoo.deploy.export"), name)
     raise AttributeError(f"module 'zoo.deploy' has no attribute {name!r}")

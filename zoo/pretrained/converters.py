@@ -30,6 +30,7 @@ import warnings
 import torch
 from torch import nn
 
+from zoo.blocks import ShuffleV1Unit
 from zoo.pretrained.hub import StateDictMismatchError
 from zoo.pretrained.peers import LIBRARIES, PeerLibraryMissing, PeerSpec, build_peer
 
@@ -201,8 +202,6 @@ def _reverse_channels(model: nn.Module, state: Tensors) -> Tensors:
 
     The first conv keeps its input (image) channels; the classifier keeps its outputs.
     """
-    from zoo.blocks import ShuffleV1Unit
-
     out = dict(state)
     stem = first_conv_name(model)
     head = classifier_name(model)
@@ -264,8 +263,6 @@ def _detect_converter(state: Tensors, model: nn.Module) -> str:
     """Converter for a local file that matched no manifest: zoo keys load as they are;
     otherwise tensors are mapped by position in file order (with pytorchcv's ShuffleNet v1
     rule when its key names show up)."""
-    from zoo.blocks import ShuffleV1Unit
-
     target = {k for k in model.state_dict() if not _is_counter(k)}
     have = {k for k in state if not _is_counter(k)}
     if len(target & have) >= 0.5 * max(1, len(target)):

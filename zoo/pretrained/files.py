@@ -23,15 +23,21 @@ import torch
 
 from zoo.binary.packing import FORMAT as BINARY_FORMAT
 from zoo.formats import zdc
-from zoo.pretrained import hub
-from zoo.pretrained.hub import CorruptCheckpointError, WeightsError
+from zoo.pretrained.errors import CorruptCheckpointError, WeightsError
 from zoo.pretrained.manifests import find_by_file_name
+from zoo.pretrained.safeload import (
+    check_file,
+    is_safetensors,
+    load_state_dict,
+    load_torch_file,
+    safetensors_metadata,
+    state_dict_of,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "ModelFile",
-    "check_model_file",
     "read_checkpoint",
     "read_model_file",
     "translate_arch_overrides",
@@ -63,23 +69,6 @@ class ModelFile:
     extra: dict[str, Any] = field(default_factory=dict)  # the rest of a training checkpoint
 
 
-def check_model_file(path: str | os.PathLike, what: str = "model file") -> Path:
-    """``path`` as a Path when it is a readable non-empty file; else an error naming the fix."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise IsADirectoryError(
-            f"{what} {str(p)!r} is a directory; pass the file inside it (e.g. {p / 'best.pt'})"
-        )
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{what} {str(p)!r} does not exist; pass an existing file, or a model name "
-            "(see `zoo list`)"
-        )
-    if p.stat().st_size == 0:
-        raise CorruptCheckpointError(f"{p} is empty; write or download it again")
-    return p
-
-
 def translate_arch_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Builder kwargs for the ``arch_overrides`` older checkpoints carry (``act_layer``)."""
     overrides = dict(overrides or {})
@@ -93,8 +82,8 @@ def translate_arch_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A zoo training checkpoint's payload, read safely and checked for its fields."""
-    p = check_model_file(path, "checkpoint")
-    return _checked_checkpoint(p, hub.load_torch_file(p))
+    p = check_file(path, "checkpoint")
+    return _checked_checkpoint(p, load_torch_file(p))
 
 
 def _checked_checkpoint(p: Path, ckpt: Any) -> dict[str, Any]:
@@ -115,8 +104,8 @@ def _kind(path: Path) -> str:
         head = f.read(len(zdc.MAGIC))
     if head == zdc.MAGIC:
         return "zdc"
-    if hub.is_safetensors(path):
-        return "binary" if hub.safetensors_metadata(path).get("zoo") else "weights"
+    if is_safetensors(path):
+        return "binary" if safetensors_metadata(path).get("zoo") else "weights"
     if head.startswith(_ZIP_MAGIC):
         return "torch"
     return "weights"
@@ -141,7 +130,7 @@ def _from_checkpoint(path: Path, ckpt: dict[str, Any]) -> ModelFile:
 
 
 def _from_binary(path: Path) -> ModelFile:
-    meta = json.loads(hub.safetensors_metadata(path)["zoo"])
+    meta = json.loads(safetensors_metadata(path)["zoo"])
     if meta.get("format") != BINARY_FORMAT:
         raise CorruptCheckpointError(
             f"{path} has format {meta.get('format')!r}; this zoo reads {BINARY_FORMAT!r} "
@@ -156,7 +145,7 @@ def _from_binary(path: Path) -> ModelFile:
         path=path,
         kind="binary",
         arch=arch,
-        state_dict=hub.load_state_dict(path),
+        state_dict=load_state_dict(path),
         num_classes=meta.get("num_classes"),
         in_chans=meta.get("in_chans"),
         model_kwargs=kwargs,
@@ -181,17 +170,17 @@ def _from_zdc(path: Path) -> ModelFile:
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Read any model file the zoo knows (see the module doc) without building a model."""
-    p = check_model_file(path)
+    p = check_file(path, "model file")
     kind = _kind(p)
     if kind == "zdc":
         return _from_zdc(p)
     if kind == "binary":
         return _from_binary(p)
-    obj = hub.load_torch_file(p) if kind == "torch" else None
+    obj = load_torch_file(p) if kind == "torch" else None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return _from_checkpoint(p, _checked_checkpoint(p, obj))
     manifest = find_by_file_name(None, p.name)
-    state = hub.state_dict_of(obj, p) if obj is not None else hub.load_state_dict(p)
+    state = state_dict_of(obj, p) if obj is not None else load_state_dict(p)
     return ModelFile(
         path=p,
         kind="weights",

@@ -197,8 +197,6 @@ def publish(
 def _becomes_default(wdir: Path, arch: str, tag: str) -> bool:
     """True when no other tag of ``arch`` in ``wdir`` is the default: an architecture's first
     weights are what ``pretrained=True`` loads (e.g. the zoo's XNOR twins, with no others)."""
-    from zoo.pretrained import manifests
-
     manifests.clear_cache()  # the folder may have changed since it was last read
     others = [m for m in manifests.load_manifests(wdir).values() if m.arch == arch]
     return not any(m.default and m.tag != tag for m in others)
