@@ -27,6 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zoo import registry
+from zoo.binary.layers import is_binary
+from zoo.deploy.fuse import fuse
+from zoo.pretrained import WeightsError
 from zoo.utils import atomic_path
 
 __all__ = [
@@ -61,7 +65,7 @@ class ExportResult:
 
 def _binary_input_layers(model: nn.Module) -> list[nn.Module]:
     """Layers that binarize their inputs (XNOR); their outputs jump when a sign flips."""
-    return [m for m in model.modules() if getattr(m, "input_quantizer", None) is not None]
+    return [m for m in model.modules() if is_binary(m) and m.mode == "xnor"]
 
 
 @torch.no_grad()
@@ -124,11 +128,8 @@ def run_onnx(path: str | os.PathLike, x: torch.Tensor, optimize: bool = True) ->
 
 def _resolve(model: nn.Module | str, create_kwargs: dict) -> tuple[nn.Module, str]:
     if isinstance(model, str):
-        import zoo
-        from zoo.pretrained import WeightsError
-
         try:
-            return zoo.create(model, **create_kwargs), model
+            return registry.create(model, **create_kwargs), model
         except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
             raise ExportError(f"cannot create {model!r}: {err}") from err
     if not isinstance(model, nn.Module):
@@ -255,8 +256,6 @@ def export_onnx(
 
 def _fused(model: nn.Module, name: str, shape: tuple) -> nn.Module:
     """BN folded; grouped convs and pools kept as plain ops, which onnxruntime runs natively."""
-    from zoo.deploy.fuse import fuse
-
     try:
         return fuse(
             model, grouped_matmul=False, fast_pool=False, example_input=torch.randn(1, *shape[1:])
@@ -307,8 +306,7 @@ def fixed_size_pools(model: nn.Module, shape: tuple) -> nn.Module:
         return model
     model = copy.deepcopy(model)
     for name, new in plan.items():
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
+        model.set_submodule(name, new)
     return model
 
 
