@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.binary.layers import BinaryConv2d, BinaryLinear
+from zoo.binary.layers import BinaryConv2d, BinaryLinear, conv_pads
 
 
 def np_sign(a: np.ndarray) -> np.ndarray:
@@ -181,3 +181,34 @@ def test_bad_arguments_name_the_fix():
 def test_repr_shows_mode_and_quantizers():
     text = repr(BinaryConv2d(3, 4, 3, mode="xnor", input_scale=True))
     assert "mode=xnor" in text and "SteSign" in text and "input_scale=True" in text
+
+
+@pytest.mark.parametrize("kernel,dilation", [((2, 4), (1, 1)), ((3, 2), (2, 3)), ((1, 5), (1, 2))])
+def test_conv_pads_match_torch_same_padding(kernel, dilation):
+    # F.pad with conv_pads, then an unpadded conv, must equal torch's own padding="same"
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, kernel, padding="same", dilation=dilation, bias=False)
+    x = torch.randn(1, 2, 7, 9)
+    pads = conv_pads("same", conv.kernel_size, conv.dilation)
+    manual = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, pads), conv.weight, None, 1, 0, dilation
+    )
+    assert torch.allclose(manual, conv(x), atol=1e-6)
+    assert conv_pads((2, 1), (3, 3), (1, 1)) == [1, 1, 2, 2]  # (left, right, top, bottom)
+    assert conv_pads("valid", (3, 3), (1, 1)) == [0, 0, 0, 0]
+
+
+def test_freeze_weight_keeps_outputs_and_stops_rebinarizing():
+    torch.manual_seed(0)
+    conv = BinaryConv2d(4, 6, 3, padding=1, mode="xnor").eval()
+    x = torch.randn(2, 4, 8, 8)
+    before = conv(x)
+    expected = np_binary_weight(conv.weight.detach().double().numpy())
+    assert not conv.frozen
+    conv.freeze_weight()
+    assert conv.frozen
+    assert np.allclose(conv.binary_weight().double().numpy(), expected, atol=1e-7)
+    assert torch.equal(conv(x), before)
+    with torch.no_grad():
+        conv.weight.mul_(-3.0)  # latent weights no longer matter once frozen
+    assert torch.equal(conv(x), before)

@@ -13,6 +13,7 @@ from torch import nn
 
 import zoo
 import zoo.compress as zc
+from zoo.formats import zdc
 from zoo.formats.zdc import MAGIC, decode_layer, encode_layer
 
 
@@ -144,3 +145,18 @@ def test_alexnet_about_35x(tmp_path):
     assert 30 <= report.ratio <= 40
     back = zc.load(tmp_path / "a.zdc")
     assert _states_equal(model, back)
+
+
+def test_formats_read_gives_meta_and_state_without_a_model(tmp_path):
+    # what the resolver reads: the recorded architecture and head, and the exact tensors
+    model = zoo.create("mobilenet_v1_x0_25", num_classes=7, in_chans=1)
+    zc.deep_compress(model, 0.5, 5, tmp_path / "m.zdc")
+    cm = zdc.read(tmp_path / "m.zdc")
+    assert isinstance(cm, zc.CompressedModel)
+    assert cm.meta["arch"] == "mobilenet_v1_x0_25"
+    assert (cm.meta["num_classes"], cm.meta["in_chans"], cm.meta["kwargs"]) == (7, 1, {})
+    state, own = cm.state_dict(), model.state_dict()
+    assert state.keys() == own.keys()
+    assert all(torch.equal(state[k], own[k]) for k in own)
+    data, sizes = zdc.serialize(cm)
+    assert data == (tmp_path / "m.zdc").read_bytes() and sum(sizes.values()) == len(data)
