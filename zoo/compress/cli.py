@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from zoo import registry
+from zoo import factory
 from zoo.compress.accounting import size_report
 from zoo.compress.pipeline import deep_compress
 from zoo.compress.prune import PAPER_DENSITY
@@ -85,7 +85,7 @@ def _build_model(args: argparse.Namespace) -> torch.nn.Module:
         model, _ = model_from_checkpoint(args.checkpoint, arch=args.name)
         return model
     torch.manual_seed(args.seed)
-    return registry.create(
+    return factory.create(
         args.name,
         pretrained=args.pretrained or False,
         num_classes=args.num_classes,

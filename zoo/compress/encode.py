@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize
 
-from zoo import registry
+from zoo import factory
 from zoo.compress.accounting import SizeReport, size_report
 from zoo.compress.layers import PerLayer, compressible_layers, layer_kind, resolve_per_layer
 from zoo.formats import zdc
@@ -100,7 +100,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         arch = cm.meta.get("arch")
         if not arch:
             raise ValueError(f"{path} records no zoo architecture; pass model= to load it into")
-        model = registry.create(
+        model = factory.create(
             arch,
             num_classes=int(cm.meta["num_classes"]),
             in_chans=int(cm.meta["in_chans"]),

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo import registry
+from zoo import factory
 from zoo.binary.layers import is_binary
 from zoo.deploy.fuse import fuse
 from zoo.pretrained import WeightsError
@@ -129,7 +129,7 @@ def run_onnx(path: str | os.PathLike, x: torch.Tensor, optimize: bool = True) ->
 def _resolve(model: nn.Module | str, create_kwargs: dict) -> tuple[nn.Module, str]:
     if isinstance(model, str):
         try:
-            return registry.create(model, **create_kwargs), model
+            return factory.create(model, **create_kwargs), model
         except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
             raise ExportError(f"cannot create {model!r}: {err}") from err
     if not isinstance(model, nn.Module):
