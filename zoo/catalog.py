@@ -96,7 +96,7 @@ def count(
             f"{type(model_or_name).__name__} {model_or_name!r}"
         )
     model, weights_size = _architecture_of(model_or_name)
-    result = counting.count(model, input_size or weights_size, fvcore)
+    result = counting.count(model, weights_size if input_size is None else input_size, fvcore)
     result.name = str(model_or_name)
     return result
 

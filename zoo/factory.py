@@ -200,7 +200,7 @@ def _create_from_file(
     model = _build(mf.arch, nc or 1000, ic or 3, **{**mf.model_kwargs, **kwargs})
     if mf.binarize and not any(is_binary(m) for m in model.modules()):
         model = binarize(model, mf.binarize["mode"], **mf.binarize["options"])
-    return load_into(model, mf)
+    return load_into(model, mf, adapt=True)
 
 
 def _describe_file(model: nn.Module, mf: ModelFile) -> None:
@@ -217,10 +217,13 @@ def _describe_file(model: nn.Module, mf: ModelFile) -> None:
     model.pretrained_cfg = cfg
 
 
-def load_into(model: nn.Module, file: str | os.PathLike | ModelFile) -> nn.Module:
-    """Load a model file's weights into ``model``: every key and shape is checked first
-    (``StateDictMismatchError`` lists what does not fit), a classifier of another size is
-    re-initialised and the first conv adapted to ``model``'s input channels."""
+def load_into(
+    model: nn.Module, file: str | os.PathLike | ModelFile, *, adapt: bool = False
+) -> nn.Module:
+    """Load a model file's weights into ``model``, every key and shape checked first
+    (``StateDictMismatchError`` lists what does not fit). With ``adapt=True`` (what
+    ``create(file, num_classes=...)`` does) a classifier of another size is re-initialised
+    and the first conv adapted to ``model``'s input channels instead."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"load_into needs an nn.Module to load into, got {type(model).__name__}")
     mf = file if isinstance(file, ModelFile) else read_model_file(file)
@@ -234,9 +237,11 @@ def load_into(model: nn.Module, file: str | os.PathLike | ModelFile) -> nn.Modul
         except ValueError as e:
             raise StateDictMismatchError(f"{name} does not fit {type(model).__name__}: {e}") from e
     state = dict(mf.state_dict)
-    num_classes = getattr(model, "num_classes", None)
-    in_chans = getattr(model, "in_chans", None)
-    reinit = fit_state_to_model(state, model, num_classes, in_chans, name)
+    reinit: set[str] = set()
+    if adapt:
+        num_classes = getattr(model, "num_classes", None)
+        in_chans = getattr(model, "in_chans", None)
+        reinit = fit_state_to_model(state, model, num_classes, in_chans, name)
     strict_load(model, state, reinit, name)
     _describe_file(model, mf)
     return model
