@@ -79,11 +79,9 @@ def _inspect_parser() -> argparse.ArgumentParser:
 
 
 def _build_model(args: argparse.Namespace) -> torch.nn.Module:
-    if args.checkpoint:
-        from zoo.train.checkpoint import model_from_checkpoint
-
-        model, _ = model_from_checkpoint(args.checkpoint, arch=args.name)
-        return model
+    """NAME with the weights (and head) of ``--checkpoint``, else as ``zoo.create`` makes it."""
+    if args.checkpoint:  # the resolver checks the checkpoint holds a NAME model
+        return factory.create(args.name, pretrained=args.checkpoint).eval()
     torch.manual_seed(args.seed)
     return factory.create(
         args.name,

@@ -87,8 +87,6 @@ def save(
     return size_report(cm, zdc.write(cm, path))
 
 
-
-
 def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     """Rebuild the shared-weight model from ``path``.
 
