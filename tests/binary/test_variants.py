@@ -119,7 +119,10 @@ def test_trains_a_few_steps_with_loss_going_down(name):
     x, y = torch.randn(8, 1, size, size), torch.arange(8) % 10
     opt = torch.optim.Adam(model.parameters(), lr=_lr(name))
     initial = None
-    for _ in range(10):
+    # 20 steps: after 10, xnor_squeezenet1_1's loss on random data is still within the noise
+    # of its first steps (2.2902 -> 2.2923 under pytest, 2.2886 -> 2.2586 in a plain
+    # process); after 20 every twin is clearly lower.
+    for _ in range(20):
         loss = F.cross_entropy(model(x), y)
         initial = loss.item() if initial is None else initial
         opt.zero_grad()
