@@ -196,3 +196,14 @@ def test_subpackages_load_lazily_and_import_zoo_is_light():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_num_classes_zero_gives_pooled_features_of_the_weights():
+    pooled = zoo.create(FLOAT, num_classes=0).eval()
+    full = zoo.create(FLOAT).eval()
+    x = torch.randn(2, 1, 64, 64)
+    pooled_map = torch.nn.functional.adaptive_avg_pool2d(full.forward_features(x), 1)
+    expected = torch.flatten(pooled_map, 1)
+    assert torch.allclose(pooled(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=">= 0"):
+        zoo.create("shufflenet_g3", num_classes=-1)

@@ -24,18 +24,19 @@ from zoo.registry import get_builder, get_cfg
 __all__ = ["ZooModel", "build_model", "check_positive_int"]
 
 
-def check_positive_int(value: Any, what: str, fix: str) -> int:
-    """``value`` when it is an int >= 1; else a TypeError/ValueError that names the fix."""
+def check_positive_int(value: Any, what: str, fix: str, minimum: int = 1) -> int:
+    """``value`` when it is an int >= ``minimum``; else a TypeError/ValueError naming the fix."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}; {fix}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}; {fix}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}; {fix}")
     return value
 
 
 def build_model(name: str, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """A registered architecture with random weights and its ``default_cfg`` set."""
-    check_positive_int(num_classes, "num_classes", "pass e.g. num_classes=10")
+    fix = "pass e.g. num_classes=10, or 0 for pooled features without a classifier"
+    check_positive_int(num_classes, "num_classes", fix, minimum=0)
     check_positive_int(in_chans, "in_chans", "pass 3 for RGB or 1 for grayscale")
     cfg = get_cfg(name)
     model = get_builder(name)(num_classes=num_classes, in_chans=in_chans, **kwargs)

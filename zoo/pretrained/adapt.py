@@ -160,9 +160,10 @@ def fit_state_to_model(
     reinit: set[str] = set()
     ckpt_classes = _checkpoint_classes(state, head)
     if ckpt_classes is not None and num_classes is not None and ckpt_classes != num_classes:
-        reinit = {k for k in (f"{head}.weight", f"{head}.bias") if k in model.state_dict()}
-        for key in reinit:
+        head_keys = (f"{head}.weight", f"{head}.bias")
+        for key in head_keys:  # num_classes=0 (pooled features) has no classifier at all
             state.pop(key, None)
+        reinit = {k for k in head_keys if k in model.state_dict()}
         _logger.info(
             "%s: checkpoint classifier has %d classes, model has %d: %s re-initialized, "
             "all other layers loaded",
