@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
+from zoo.binary.packed import PackedBinaryConv2d
 from zoo.deploy import GroupedPointwiseConv2d, fold_conv_bn, fuse
-from zoo.deploy.fuse import FastAvgPool2d, FastMaxPool2d
+from zoo.deploy.fuse import FastAvgPool2d, FastMaxPool2d, fuse_and_pack
 
 ATOL = 1e-4
 
@@ -266,3 +267,15 @@ def test_registered_binary_twins_fuse(randomize_norms, sign_safe_input):
     x = sign_safe_input(model, (2, 3, size, size))
     with torch.no_grad():
         assert (fused(x) - model(x)).abs().max().item() < ATOL
+
+
+def test_fuse_and_pack_equals_the_simulated_binary_model(randomize_norms):
+    model = zoo.create("xnor_resnet18", num_classes=10)
+    randomize_norms(model)
+    model = model.eval().double()
+    fast = fuse_and_pack(model)
+    assert any(isinstance(m, PackedBinaryConv2d) for m in fast.modules())
+    assert fast.fuse_report.folded  # BNs after binary convs folded into their packed scales
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max().item() < 1e-4

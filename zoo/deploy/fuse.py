@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from zoo.binary.layers import is_binary
+from zoo.binary.packed import pack_layers
 
 __all__ = [
     "FastAvgPool2d",
@@ -43,6 +44,7 @@ __all__ = [
     "fold_conv_bn",
     "find_conv_bn_pairs",
     "fuse",
+    "fuse_and_pack",
     "default_example",
 ]
 
@@ -443,3 +445,13 @@ def _fuse_copy(
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused, report
+
+
+@torch.no_grad()
+def fuse_and_pack(model: nn.Module) -> nn.Module:
+    """A real 1-bit inference copy: :func:`fuse` (a BN after a binary layer folds into its
+    frozen weights, pools run in channels_last), then every XNOR layer on packed bits.
+
+    What ``zoo.binary.pack(model)`` does by default, from the layer that may use ``fuse``.
+    """
+    return pack_layers(fuse(model, grouped_matmul=False))
