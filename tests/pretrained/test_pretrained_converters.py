@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -141,14 +140,16 @@ def test_converter_reproduces_source_logits(name, zoo_env, http_server):
     assert sum(http_server.hits.values()) >= 1
 
 
-def test_activation_override_is_needed_and_logged(zoo_env, http_server, caplog):
-    """timm's MobileNet v1 uses ReLU6: without the swap the logits differ."""
+def test_activation_variant_is_needed_and_built(zoo_env, http_server):
+    """timm's MobileNet v1 uses ReLU6: the manifest's model_kwargs build that variant; without
+    it the logits differ."""
     _, wdir = zoo_env
     name = "mobilenet_v1.ra4_e3600_r224_in1k"
     _, source = _serve_shipped(name, wdir, http_server, bn_shift=4.0)  # push activations past 6
-    with caplog.at_level(logging.INFO, logger="zoo.pretrained"):
-        model = zoo.create("mobilenet_v1", pretrained="ra4_e3600_r224_in1k").eval()
-    assert "ReLU6" in caplog.text
+    model = zoo.create("mobilenet_v1", pretrained="ra4_e3600_r224_in1k").eval()
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.ReLU6 in kinds and torch.nn.ReLU not in kinds
+    assert model.default_cfg["model_kwargs"] == {"act_layer": "relu6"}
     assert (_logits(model) - _logits(source)).abs().max().item() < TOL
     plain = zoo.create("mobilenet_v1").eval()
     plain.load_state_dict(model.state_dict())

@@ -148,7 +148,6 @@ class Manifest:
     paper: str = ""
     recipe: str = ""
     num_params: int | None = None
-    arch_overrides: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     categories: list[str] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
