@@ -47,6 +47,7 @@ __all__ = [
     "load_binary",
     "load_into",
     "fuse",
+    "fuse_and_pack",
     "export_onnx",
     "data_config",
     "transforms",
@@ -62,6 +63,7 @@ _LAZY_MODULES = ("compress", "train", "deploy", "data", "counting", "formats")
 _LAZY_ATTRS = {
     "fuse": "zoo.deploy",
     "export_onnx": "zoo.deploy",
+    "fuse_and_pack": "zoo.deploy",
     "transforms": "zoo.pretrained.preprocessing",
 }
 

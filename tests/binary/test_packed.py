@@ -6,6 +6,7 @@ import torch
 
 import zoo
 from zoo.binary.packed import PackedBinaryConv2d, pack, packed_weight_bytes
+from zoo.deploy import fuse_and_pack
 
 XNOR = zoo.list_models("xnor_*")
 
@@ -24,7 +25,7 @@ def test_packed_model_equals_simulated(name):
     model = zoo.create(name, num_classes=10)
     _randomize_bn(model)
     model = model.eval().double()
-    fast = pack(model)
+    fast = fuse_and_pack(model)
     assert any(isinstance(m, PackedBinaryConv2d) for m in fast.modules())
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
@@ -42,14 +43,15 @@ def test_odd_layer_with_input_scale_and_stride():
 
 
 def test_packed_resnet18_weights_are_25x_smaller():
-    fast = pack(zoo.create("xnor_resnet18").eval())
+    fast = fuse_and_pack(zoo.create("xnor_resnet18").eval())
     packed, floats = packed_weight_bytes(fast)
     assert floats / packed >= 25
 
 
 def test_pack_refuses_models_without_xnor_layers():
-    with pytest.raises(ValueError, match="no xnor layers"):
-        pack(zoo.create("bwn_resnet18"))
+    for packer in (pack, fuse_and_pack):
+        with pytest.raises(ValueError, match="no xnor layers"):
+            packer(zoo.create("bwn_resnet18"))
 
 
 @pytest.mark.parametrize("name", ["xnor_resnet18", "xnor_shufflenet_g3_x0_5"])
@@ -62,7 +64,7 @@ def test_fused_packing_folds_bn_and_negative_scales_flip_signs(name):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.weight.data[::3] *= -1  # every third channel negative
     model = model.eval().double()
-    plain, fused = pack(model, fuse=False), pack(model)
+    plain, fused = pack(model), fuse_and_pack(model)
     n_bn = [sum(isinstance(m, torch.nn.BatchNorm2d) for m in f.modules()) for f in (plain, fused)]
     assert n_bn[1] < n_bn[0]
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)

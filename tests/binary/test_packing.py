@@ -15,8 +15,8 @@ import zoo
 import zoo.binary.variants  # noqa: F401
 from zoo import load_binary
 from zoo.binary import binarize, pack_signs, read_metadata, save_binary, unpack_signs
-from zoo.pretrained import StateDictMismatchError, WeightsError
 from zoo.binary.summary import summary
+from zoo.pretrained import StateDictMismatchError, WeightsError
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Real 1-bit inference: swap a model's XNOR layers for ones that store packed sign bits and
 compute with the XNOR-popcount kernel (``zoo.binary.kernels``), scales applied after.
 
-    fast = zoo.binary.pack(zoo.create("xnor_resnet18").eval())
+    fast = zoo.deploy.fuse_and_pack(zoo.create("xnor_resnet18").eval())
 
 The packed layers reproduce the simulated float layers exactly up to float rounding of the
 scaling: the binary dot products are integers in both. Float layers stay as they are.
@@ -135,18 +135,13 @@ class PackedBinaryLinear(nn.Module):
 
 
 @torch.no_grad()
-def pack(model: nn.Module, fuse: bool = True) -> nn.Module:
+def pack(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with every XNOR conv/linear running on packed bits.
 
-    With ``fuse`` (default) the copy first goes through ``zoo.deploy.fuse``: a BatchNorm
-    after a binary layer folds into its per-channel scale and bias, pooling runs in
-    channels_last; the float layers around the popcounts otherwise cost more than they do.
+    For deployment use ``zoo.deploy.fuse_and_pack``: it also folds the BatchNorms after the
+    binary layers into their scales and runs pooling in channels_last, without which the
+    float layers around the popcounts cost more than the popcounts do.
     """
-    if fuse:
-        # Upward import (binary -> deploy), kept until the fused ``pack`` moves to zoo.deploy.
-        from zoo.deploy.fuse import fuse as fuse_model
-
-        return pack_layers(fuse_model(model, grouped_matmul=False))
     return pack_layers(copy.deepcopy(model).eval())
 
 

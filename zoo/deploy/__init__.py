@@ -14,7 +14,7 @@ peer table is ``zoo.pretrained.peers``.
 
 import importlib
 
-from zoo.deploy.fuse import FuseReport, GroupedPointwiseConv2d, fold_conv_bn, fuse
+from zoo.deploy.fuse import FuseReport, GroupedPointwiseConv2d, fold_conv_bn, fuse, fuse_and_pack
 
 __all__ = [
     "FuseReport",
@@ -23,6 +23,7 @@ __all__ = [
     "export_onnx",
     "fold_conv_bn",
     "fuse",
+    "fuse_and_pack",
 ]
 
 

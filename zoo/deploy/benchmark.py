@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from zoo.binary import pack, packed_weight_bytes
+from zoo.binary import packed_weight_bytes
 from zoo.binary.kernels import backend
 from zoo.binary.kernels.bench import (
     RESNET18_LAYERS,
@@ -39,6 +39,7 @@ from zoo.binary.kernels.bench import (
 )
 from zoo.counting import layer_macs
 from zoo.deploy.fuse import fuse as fuse_model
+from zoo.deploy.fuse import fuse_and_pack
 from zoo.deploy.report import plot_latency, render_markdown
 from zoo.deploy.timing import (
     Measurement,
@@ -94,8 +95,8 @@ def _zoo_variants(fuse: bool, channels_last: bool, compile: bool) -> list[str]:
 
 def _make_variant(model: nn.Module, variant: str, example: torch.Tensor) -> nn.Module:
     """The model prepared as ``variant`` says (eager / fused, +cl, +compile)."""
-    if variant == "packed":  # XNOR layers on packed bits (zoo.binary.pack; fuses first)
-        return pack(model)
+    if variant == "packed":  # XNOR layers on packed bits (zoo.deploy.fuse_and_pack)
+        return fuse_and_pack(model)
     cl = "+cl" in variant
     if variant.startswith("fused"):
         return fuse_model(
@@ -216,7 +217,7 @@ def binary_kernel_report(repeats: int = 200, model: str = "xnor_resnet18") -> li
         for c, hw in RESNET18_LAYERS
         if (c, hw) != (256, 14)
     ]
-    packed = pack(create(model).eval())
+    packed = fuse_and_pack(create(model).eval())
     split = module_time_split(packed, torch.randn(1, 3, 224, 224), repeats=max(5, repeats // 20))
     bits, floats = packed_weight_bytes(packed)
     total = split.pop("total")
@@ -237,7 +238,8 @@ def binary_kernel_report(repeats: int = 200, model: str = "xnor_resnet18") -> li
         "",
         *layer_table(rows),
         "",
-        f"Where the time of `pack({model})` goes at batch 1, 224x224, {threads} thread(s) "
+        f"Where the time of `fuse_and_pack({model})` goes at batch 1, 224x224, "
+        f"{threads} thread(s) "
         f"({total:.2f} ms per image, timing hooks on every leaf module): {parts}.",
         f"Its binary weights take {bits / 2**20:.2f} MiB packed against {floats / 2**20:.1f} "
         f"MiB in float32 ({floats / bits:.1f}x smaller).",

@@ -452,6 +452,6 @@ def fuse_and_pack(model: nn.Module) -> nn.Module:
     """A real 1-bit inference copy: :func:`fuse` (a BN after a binary layer folds into its
     frozen weights, pools run in channels_last), then every XNOR layer on packed bits.
 
-    What ``zoo.binary.pack(model)`` does by default, from the layer that may use ``fuse``.
+    The deployment path of an ``xnor_*`` model (``zoo.binary.pack`` packs without fusing).
     """
     return pack_layers(fuse(model, grouped_matmul=False))

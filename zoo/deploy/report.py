@@ -302,7 +302,7 @@ def render_markdown(
             "",
             "## XNOR on packed bits, end to end",
             "",
-            "`zoo.binary.pack(model)`: binary convs and linears run as XOR + popcount on "
+            "`zoo.deploy.fuse_and_pack(model)`: binary convs and linears run as XOR + popcount on "
             "bit-packed signs (the C++ kernel), BatchNorms after them folded into their scales; "
             "first conv, depthwise convs and classifier stay float. Ratios are paired (above "
             "1.00x the packed model is faster).",
