@@ -3,7 +3,8 @@
 ``SafeImageFolder`` is ``torchvision.datasets.ImageFolder`` plus: a readable error for a
 missing, empty or one-class folder; every image checked once with PIL (corrupt or
 truncated files are skipped, counted in ``.skipped`` and reported with a warning); images
-converted to the model's channel count (grayscale to RGB or back). ``load_splits`` finds
+read by ``zoo.data.images.load_image`` (EXIF orientation, 16-bit and float images scaled to
+8 bits) in the model's channel count (grayscale to RGB or back). ``load_splits`` finds
 or makes (with a fixed seed) the train/val split, and ``build_transform`` derives train and
 eval preprocessing from a model's ``default_cfg``.
 """
@@ -25,6 +26,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm.auto import tqdm
 
+from zoo.data.images import load_image
 from zoo.data.transforms import create_eval_transform
 
 __all__ = [
@@ -105,7 +107,7 @@ def verify_image(path: str) -> str | None:
 
 
 class _PilLoader:
-    """Open an image and convert it to the mode matching the model's input channels."""
+    """Load an image (``zoo.data.images``) in the mode matching the model's input channels."""
 
     def __init__(self, in_chans: int) -> None:
         if in_chans not in (1, 3):
@@ -113,9 +115,7 @@ class _PilLoader:
         self.mode = "L" if in_chans == 1 else "RGB"
 
     def __call__(self, path: str) -> Image.Image:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            return img.convert(self.mode)
+        return load_image(path, self.mode)
 
 
 class SafeImageFolder(ImageFolder):
@@ -423,13 +423,13 @@ def build_transform(
 
 
 class _ToMode:
-    """Convert a PIL image to ``mode`` (picklable, so DataLoader workers can use it)."""
+    """A PIL image in ``mode`` via ``load_image`` (picklable, so DataLoader workers can use it)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return img if img.mode == self.mode else img.convert(self.mode)
+        return load_image(img, self.mode)
 
     def __repr__(self) -> str:
         return f"ToMode({self.mode!r})"

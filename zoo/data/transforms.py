@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from zoo.data.config import resolve_data_config
+from zoo.data.images import load_image
 
 __all__ = ["resolve_data_config", "EvalTransform", "create_eval_transform"]
 
@@ -35,6 +35,10 @@ class EvalTransform(nn.Module):
 
     Same steps and order as torchvision's ``ImageClassification`` and timm's eval transform,
     plus the channel order and value range some checkpoints expect (e.g. BGR in 0..255).
+    PIL images go through ``zoo.data.images.load_image`` (EXIF orientation, 16-bit/float
+    scaled to 8 bits, L or RGB). Tensors must be channels-first, ``(C, H, W)`` with C = 1
+    or 3 (torchvision's layout; uint8 in 0..255 or float in [0, 1]); an ``(H, W, C)`` tensor,
+    as numpy/PIL arrays come, is refused: convert it with ``t.permute(2, 0, 1)``.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -50,17 +54,29 @@ class EvalTransform(nn.Module):
         self.value_range = cfg["value_range"]
         self.in_chans = cfg["input_size"][0]
 
+    @staticmethod
+    def check_layout(img: torch.Tensor) -> None:
+        """Refuse a tensor that is not one ``(C, H, W)`` image, naming the layout expected."""
+        shape = tuple(img.shape)
+        if img.dim() != 3:
+            raise ValueError(f"expected a CHW image tensor (C, H, W), got shape {shape}")
+        if shape[0] not in (1, 3, 4) and shape[-1] in (1, 3, 4):
+            raise ValueError(
+                f"expected a CHW image tensor (channels first), got shape {shape}, which looks "
+                f"HWC (channels last, as numpy/PIL arrays are): pass t.permute(2, 0, 1)"
+            )
+
     def _to_tensor(self, img: Any) -> torch.Tensor:
         if isinstance(img, torch.Tensor):
-            if img.dim() != 3:
-                raise ValueError(f"expected a CHW image tensor, got shape {tuple(img.shape)}")
             return F.convert_image_dtype(img, torch.float) if not img.is_floating_point() else img
         return F.to_tensor(img)
 
     def _convert_mode(self, img: Any) -> Any:
-        """PIL images become RGB (or L for one channel) before anything else."""
-        want = "L" if self.in_chans == 1 else "RGB"
-        return img.convert(want) if isinstance(img, Image.Image) and img.mode != want else img
+        """PIL images become 8-bit RGB (or L for one channel) first; tensors are checked."""
+        if isinstance(img, torch.Tensor):
+            self.check_layout(img)
+            return img
+        return load_image(img, "L" if self.in_chans == 1 else "RGB")
 
     def forward(self, img: Any) -> torch.Tensor:
         img = self._convert_mode(img)
