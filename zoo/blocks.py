@@ -28,6 +28,8 @@ __all__ = [
     "ChannelShuffle",
     "ShuffleV1Unit",
     "ShuffleV2Unit",
+    "SHUFFLE_ORDERS",
+    "V2_LAYOUTS",
     "BasicBlock",
     "make_divisible",
 ]
@@ -220,6 +222,10 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+SHUFFLE_ORDERS = ("paper", "megvii")
+V2_LAYOUTS = ("torchvision", "megvii")
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave channels across ``groups`` (ShuffleNet): (g, c/g) -> (c/g, g)."""
     n, c, h, w = x.shape
@@ -248,7 +254,10 @@ class ShuffleV1Unit(nn.Module):
     Stride 1 adds the input; stride 2 concatenates a 3x3 average-pooled input, so the
     convolution branch only produces ``out_chs - in_chs`` channels. ``group_first=False``
     keeps the first 1x1 ungrouped (first unit of stage 2, whose input has only 24 channels).
-    ``mid_chs`` (bottleneck width) defaults to ``out_chs // 4``.
+    ``mid_chs`` (bottleneck width) defaults to ``out_chs // 4``. ``shuffle_order="megvii"``
+    shuffles where the authors' released code does: after the depthwise conv, with
+    ``mid_chs // groups`` groups (the inverse of the paper's shuffle), which their checkpoints
+    need when no channel permutation maps them onto the paper's order.
     """
 
     def __init__(
@@ -261,10 +270,15 @@ class ShuffleV1Unit(nn.Module):
         mid_chs: int | None = None,
         act_layer: LayerSpec = nn.ReLU,
         norm_layer: LayerSpec = nn.BatchNorm2d,
+        shuffle_order: str = "paper",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if shuffle_order not in SHUFFLE_ORDERS:
+            raise ValueError(
+                f"shuffle_order must be one of {SHUFFLE_ORDERS}, got {shuffle_order!r}"
+            )
         mid_chs = mid_chs or out_chs // 4
         if mid_chs % groups or out_chs % groups or in_chs % groups:
             raise ValueError(
@@ -277,7 +291,9 @@ class ShuffleV1Unit(nn.Module):
             in_chs, mid_chs, 1, groups=first_groups, act_layer=act_layer, **norm
         )
         # Shuffle even after an ungrouped first conv, as the paper's Fig. 2 and common ports do.
-        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        self.shuffle_order = shuffle_order
+        shuffle_groups = mid_chs // groups if shuffle_order == "megvii" else groups
+        self.shuffle = ChannelShuffle(shuffle_groups) if groups > 1 else nn.Identity()
         self.depthwise = ConvBNAct(
             mid_chs, mid_chs, 3, stride, groups=mid_chs, act_layer=None, **norm
         )
@@ -287,7 +303,10 @@ class ShuffleV1Unit(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.expand(self.depthwise(self.shuffle(self.compress(x))))
+        if self.shuffle_order == "megvii":
+            out = self.expand(self.shuffle(self.depthwise(self.compress(x))))
+        else:
+            out = self.expand(self.depthwise(self.shuffle(self.compress(x))))
         if self.shortcut is not None:
             out = torch.cat([self.shortcut(x), out], 1)
         else:
@@ -296,7 +315,13 @@ class ShuffleV1Unit(nn.Module):
 
 
 class ShuffleV2Unit(nn.Module):
-    """ShuffleNet v2 unit: split (or copy when strided), transform a branch, concat, shuffle."""
+    """ShuffleNet v2 unit: split (or copy when strided), transform a branch, concat, shuffle.
+
+    ``layout="torchvision"`` (torchvision, timm): split into halves, shuffle after the concat;
+    each branch of a strided unit gives ``out_chs // 2`` channels. ``layout="megvii"`` (the
+    authors' released code): keep ``x[:, 0::2]``, transform ``x[:, 1::2]``, no shuffle; the
+    strided unit's first branch keeps ``in_chs`` channels and the second gives the rest.
+    """
 
     def __init__(
         self,
@@ -305,38 +330,45 @@ class ShuffleV2Unit(nn.Module):
         stride: int,
         act_layer: LayerSpec = nn.ReLU,
         norm_layer: LayerSpec = nn.BatchNorm2d,
+        layout: str = "torchvision",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         if stride == 1 and in_chs != out_chs:
             raise ValueError(f"a stride-1 unit keeps its width, got {in_chs} -> {out_chs}")
-        branch_chs = out_chs // 2
+        if layout not in V2_LAYOUTS:
+            raise ValueError(f"layout must be one of {V2_LAYOUTS}, got {layout!r}")
+        mid_chs = out_chs // 2
+        proj_chs = in_chs if layout == "megvii" and stride == 2 else mid_chs
         self.stride = stride
+        self.layout = layout
         act = {"act_layer": act_layer, "norm_layer": norm_layer}
         linear = {"act_layer": None, "norm_layer": norm_layer}
         if stride == 2:
             self.branch1 = nn.Sequential(
                 ConvBNAct(in_chs, in_chs, 3, 2, groups=in_chs, **linear),
-                ConvBNAct(in_chs, branch_chs, 1, **act),
+                ConvBNAct(in_chs, proj_chs, 1, **act),
             )
             branch2_in = in_chs
         else:
             self.branch1 = None
-            branch2_in = branch_chs
+            branch2_in = mid_chs
         self.branch2 = nn.Sequential(
-            ConvBNAct(branch2_in, branch_chs, 1, **act),
-            ConvBNAct(branch_chs, branch_chs, 3, stride, groups=branch_chs, **linear),
-            ConvBNAct(branch_chs, branch_chs, 1, **act),
+            ConvBNAct(branch2_in, mid_chs, 1, **act),
+            ConvBNAct(mid_chs, mid_chs, 3, stride, groups=mid_chs, **linear),
+            ConvBNAct(mid_chs, out_chs - proj_chs, 1, **act),
         )
-        self.shuffle = ChannelShuffle(2)
+        self.shuffle = ChannelShuffle(2) if layout == "torchvision" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.branch1 is None:
+        if self.branch1 is not None:
+            out = torch.cat([self.branch1(x), self.branch2(x)], 1)
+        elif self.layout == "megvii":
+            out = torch.cat([x[:, 0::2], self.branch2(x[:, 1::2])], 1)
+        else:
             x1, x2 = x.chunk(2, dim=1)
             out = torch.cat([x1, self.branch2(x2)], 1)
-        else:
-            out = torch.cat([self.branch1(x), self.branch2(x)], 1)
         return self.shuffle(out)
 
 

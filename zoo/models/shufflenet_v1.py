@@ -55,7 +55,11 @@ def stem_channels(groups: int, width: float) -> int:
 
 
 class ShuffleNetV1(ZooModel):
-    """ShuffleNet v1 with ``groups`` in {1, 2, 3, 4, 8} at any width multiplier."""
+    """ShuffleNet v1 with ``groups`` in {1, 2, 3, 4, 8} at any width multiplier.
+
+    ``shuffle_order="megvii"`` and ``head_bias=False`` give the authors' released layout
+    (see ``zoo.blocks.ShuffleV1Unit`` and docs/pretrained.md, "Megvii checkpoints").
+    """
 
     def __init__(
         self,
@@ -68,9 +72,12 @@ class ShuffleNetV1(ZooModel):
         act_layer: LayerSpec = nn.ReLU,
         norm_layer: LayerSpec = nn.BatchNorm2d,
         global_pool: str = "avg",
+        shuffle_order: str = "paper",
+        head_bias: bool = True,
     ) -> None:
         super().__init__(in_chans, num_classes, global_pool=global_pool)
         widths = stage_channels(groups, width)
+        self.head_bias = True  # init_weights expects a Linear bias; dropped below
         in_chs = stem_chs or stem_channels(groups, width)
         layers = {"act_layer": act_layer, "norm_layer": norm_layer}
         self.groups = groups
@@ -86,13 +93,31 @@ class ShuffleNetV1(ZooModel):
                 group_first = not (stage == 2 and i == 0)
                 stride = 2 if i == 0 else 1
                 units.append(
-                    ShuffleV1Unit(in_chs, out_chs, groups, stride, group_first, mid_chs, **layers)
+                    ShuffleV1Unit(
+                        in_chs, out_chs, groups, stride, group_first, mid_chs, **layers,
+                        shuffle_order=shuffle_order,
+                    )
                 )
                 in_chs = out_chs
             self.features.add_module(f"stage{stage}", nn.Sequential(*units))
             self._add_feature(f"features.stage{stage}", out_chs, 2 ** (stage + 1))
         self._build_head(in_chs, drop_rate)
         init_weights(self)
+        self._drop_head_bias(head_bias)
+
+    def _drop_head_bias(self, head_bias: bool) -> None:
+        self.head_bias = head_bias
+        head = self.classifier
+        if not head_bias and isinstance(head, nn.Linear):
+            self.classifier = self._new_classifier(self.num_classes)
+            self.classifier.weight.data.copy_(head.weight.data)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        """``head_bias=False``: a classifier without bias, as in the authors' released models."""
+        head = super()._new_classifier(num_classes)
+        if isinstance(head, nn.Linear) and not getattr(self, "head_bias", True):
+            head = nn.Linear(head.in_features, head.out_features, bias=False)
+        return head
 
 
 def _register_all() -> None:

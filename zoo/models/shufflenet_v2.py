@@ -7,7 +7,7 @@ from torch import nn
 from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV2Unit
 from zoo.models._base import ZooModel, init_weights
 from zoo.published import published, published_source
-from zoo.registry import ModelCfg, register_model
+from zoo.registry import ModelCfg, register, register_model
 
 __all__ = ["ShuffleNetV2"]
 
@@ -26,7 +26,11 @@ WIDTHS = {
 
 
 class ShuffleNetV2(ZooModel):
-    """ShuffleNet v2 at width 0.5x, 1.0x, 1.5x or 2.0x."""
+    """ShuffleNet v2 at width 0.5x, 1.0x, 1.5x or 2.0x.
+
+    ``layout="megvii"`` with ``head_bias=False`` is the authors' released architecture (the
+    ``*_megvii`` variants): see ``zoo.blocks.ShuffleV2Unit``.
+    """
 
     def __init__(
         self,
@@ -37,8 +41,11 @@ class ShuffleNetV2(ZooModel):
         act_layer: LayerSpec = nn.ReLU,
         norm_layer: LayerSpec = nn.BatchNorm2d,
         global_pool: str = "avg",
+        layout: str = "torchvision",
+        head_bias: bool = True,
     ) -> None:
         super().__init__(in_chans, num_classes, global_pool=global_pool)
+        self.head_bias = True  # init_weights expects a Linear bias; dropped below
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width}")
         stem_chs, *stage_chs, last_chs = WIDTHS[width]
@@ -52,7 +59,10 @@ class ShuffleNetV2(ZooModel):
             zip(stage_chs, STAGE_REPEATS, strict=True), start=2
         ):
             units = [
-                ShuffleV2Unit(in_chs if i == 0 else out_chs, out_chs, 2 if i == 0 else 1, **layers)
+                ShuffleV2Unit(
+                    in_chs if i == 0 else out_chs, out_chs, 2 if i == 0 else 1, **layers,
+                    layout=layout,
+                )
                 for i in range(repeats)
             ]
             self.features.add_module(f"stage{stage}", nn.Sequential(*units))
@@ -61,6 +71,21 @@ class ShuffleNetV2(ZooModel):
         self.features.add_module("head_conv", ConvBNAct(in_chs, last_chs, 1, **layers))
         self._build_head(last_chs, drop_rate)
         init_weights(self)
+        self._drop_head_bias(head_bias)
+
+    def _drop_head_bias(self, head_bias: bool) -> None:
+        self.head_bias = head_bias
+        head = self.classifier
+        if not head_bias and isinstance(head, nn.Linear):
+            self.classifier = self._new_classifier(self.num_classes)
+            self.classifier.weight.data.copy_(head.weight.data)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        """``head_bias=False``: a classifier without bias, as in the authors' released models."""
+        head = super()._new_classifier(num_classes)
+        if isinstance(head, nn.Linear) and not getattr(self, "head_bias", True):
+            head = nn.Linear(head.in_features, head.out_features, bias=False)
+        return head
 
 
 def _cfg(name: str) -> ModelCfg:
@@ -96,3 +121,26 @@ def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
 def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
     """ShuffleNet v2 2.0x."""
     return ShuffleNetV2(2.0, **kwargs)
+
+
+# The authors' released layout (megvii-model/ShuffleNet-Series): interleaved split, no
+# shuffle, a strided unit whose first branch keeps its input width, no classifier bias, and
+# dropout 0.2 before the 2.0x classifier. Named like timm's port variants (``*_miil``): the
+# architecture their checkpoints (tag ``megvii_in1k``) and their complexity figures belong to.
+MEGVII_WIDTHS = {"x0_5": 0.5, "x1_0": 1.0, "x1_5": 1.5, "x2_0": 2.0}
+
+
+def _register_megvii() -> None:
+    for suffix, width in MEGVII_WIDTHS.items():
+        name = f"shufflenet_v2_{suffix}_megvii"
+
+        def builder(_w=width, **kwargs) -> ShuffleNetV2:
+            kwargs.setdefault("drop_rate", 0.2 if _w == 2.0 else 0.0)
+            return ShuffleNetV2(_w, **{"layout": "megvii", "head_bias": False, **kwargs})
+
+        builder.__name__ = name
+        builder.__doc__ = f"ShuffleNet v2 {width}x in the authors' (Megvii) layout."
+        register(name, builder, _cfg(name))
+
+
+_register_megvii()

@@ -16,6 +16,8 @@ shape must agree. Rules per source fix that order or the layout where a port dif
   reversal, and a grouped conv with reversed inputs and outputs is again a grouped conv. So
   every conv/BN tensor is flipped along its channel dimensions (the stem keeps its RGB input
   order, the classifier keeps its class order).
+- ``megvii``: the authors' own checkpoints are converted by key name, never by position
+  (``zoo.pretrained.megvii``); a file with their key names is recognised without a manifest.
 
 Only numerical equivalence proves a converter: ``tests/pretrained/test_pretrained_converters.py``
 checks each one against the source model's logits.
@@ -32,6 +34,7 @@ from torch import nn
 
 from zoo.blocks import ShuffleV1Unit
 from zoo.pretrained.hub import StateDictMismatchError
+from zoo.pretrained.megvii import convert_megvii, is_megvii_state
 from zoo.pretrained.peers import LIBRARIES, PeerLibraryMissing, PeerSpec, build_peer
 
 __all__ = [
@@ -267,6 +270,9 @@ def _detect_converter(state: Tensors, model: nn.Module) -> str:
     have = {k for k in state if not _is_counter(k)}
     if len(target & have) >= 0.5 * max(1, len(target)):
         return "zoo"
+    if is_megvii_state(state):
+        _logger.info("local checkpoint has the authors' (Megvii) ShuffleNet keys")
+        return "megvii"
     is_v1 = any(isinstance(m, ShuffleV1Unit) for m in model.modules())
     pytorchcv_v1 = any(".compress_conv1." in k for k in have) and any(
         "init_block" in k for k in have
@@ -296,13 +302,15 @@ def convert_state_dict(
     """Return ``state`` re-keyed (and re-laid-out) for ``model``.
 
     ``converter`` is one of ``zoo``, ``torchvision``, ``timm``, ``pytorchcv``,
-    ``pytorchcv_shufflenet_v1`` or ``auto`` (see :func:`_detect_converter`).
+    ``pytorchcv_shufflenet_v1``, ``megvii`` or ``auto`` (see :func:`_detect_converter`).
     """
     state = strip_module_prefix(state)
     if converter == "auto":
         converter = _detect_converter(state, model)
     if converter == "zoo":
         return _zoo_keys(state, model)
+    if converter == "megvii":
+        return convert_megvii(state, model)
     if converter not in (
         "torchvision",
         "timm",
