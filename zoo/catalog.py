@@ -92,7 +92,7 @@ def count(
         return counting.count(model_or_name, input_size, fvcore)
     if not isinstance(model_or_name, (str, os.PathLike)):
         raise TypeError(
-            f"count needs an nn.Module, a model name or a model file, got "
+            f"count needs an nn.Module or a model name (or a model file), got "
             f"{type(model_or_name).__name__} {model_or_name!r}"
         )
     model, weights_size = _architecture_of(model_or_name)
@@ -115,7 +115,7 @@ def summary(
         return summarize(model_or_name, input_size)
     if not isinstance(model_or_name, (str, os.PathLike)):
         raise TypeError(
-            f"summary needs an nn.Module, a model name or a model file, got "
+            f"summary needs an nn.Module or a model name (or a model file), got "
             f"{type(model_or_name).__name__} {model_or_name!r}"
         )
     model = create(model_or_name, **create_kwargs)

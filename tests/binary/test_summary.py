@@ -9,7 +9,8 @@ from torch import nn
 
 import zoo
 import zoo.binary.variants  # noqa: F401
-from zoo.binary import BinaryConv2d, binarize, summary, xnor_speedup
+from zoo import summary
+from zoo.binary import BinaryConv2d, binarize, xnor_speedup
 
 
 @pytest.fixture(autouse=True)
