@@ -172,6 +172,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         metavar="CKPT",
         help="continue from CKPT (no value: OUTPUT/last.pt if it exists)",
     )
+    run_g.add_argument("--force", action="store_true", help="start over in a used --output")
     run_g.add_argument("--seed", type=int, default=42)
     run_g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run_g.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -35,9 +35,18 @@ from zoo.train.fit import fit
 from zoo.train.model_setup import build_model, default_in_chans, model_for_resume
 from zoo.train.optim import create_optimizer, create_scheduler, default_lr, default_weight_decay
 from zoo.train.resume import check_resumable, checkpoint_meta, resolve_resume, restore
+from zoo.train.rundir import claim_output
 from zoo.utils import atomic_write
 
-__all__ = ["build_parser", "train", "run_cli", "main", "seed_everything"]
+__all__ = [
+    "build_parser",
+    "train",
+    "run_cli",
+    "main",
+    "seed_everything",
+    "output_dir",
+    "make_loss_fn",
+]
 
 # The errors a user can cause with arguments or data: one line on stderr, exit code 2.
 USER_ERRORS = (
@@ -66,15 +75,31 @@ def train(
     command: str = "train",
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train as the parsed ``args`` say; returns ``fit``'s result plus the output folder."""
+    """Train as the parsed ``args`` say; returns ``fit``'s result plus the output folder.
+
+    The output folder is locked for the run (a second run into it is refused) and must not
+    hold an earlier run unless ``--resume`` continues it or ``--force`` starts over.
+    """
     info = init_distributed(args.device)
     try:
-        return _train(args, command, info, on_epoch_end)
+        out = output_dir(args, command)
+        resume = resolve_resume(args, out)
+        lock = claim_output(out, resume, bool(getattr(args, "force", False)), info)
+        try:
+            return _train(args, command, info, on_epoch_end, out, resume)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         cleanup_distributed()
 
 
-def _loss_fn(args: argparse.Namespace, teacher: nn.Module | None) -> nn.Module:
+def output_dir(args: argparse.Namespace, command: str) -> Path:
+    """``--output``, else ``output/<command>/<model>``."""
+    return Path(args.output or f"output/{command}/{args.model.replace(':', '_')}")
+
+
+def make_loss_fn(args: argparse.Namespace, teacher: nn.Module | None) -> nn.Module:
     """Cross-entropy with label smoothing, or the distillation loss when there is a teacher."""
     if teacher is not None:
         return DistillationLoss(args.kd_temperature, args.kd_alpha, args.label_smoothing)
@@ -98,18 +123,18 @@ def _optimizer_and_schedule(
     return optimizer, scheduler
 
 
-def _train(args, command, info: DistInfo, on_epoch_end) -> dict[str, Any]:
+def _train(
+    args, command, info: DistInfo, on_epoch_end, out: Path, resume: Path | None
+) -> dict[str, Any]:
     # The order of the steps below fixes which random numbers each draws: keep it so that
     # runs stay reproducible (and resumable) across versions.
     progress = not args.no_progress
-    out = Path(args.output or f"output/{command}/{args.model.replace(':', '_')}")
     default_chans = default_in_chans(args.model)  # fails early for an unknown model name
     in_chans = args.in_chans or default_chans
     seed_everything(args.seed)
 
     train_ds, val_ds, classes, data_desc = load_datasets(args, in_chans, info, progress)
     num_classes = len(classes)
-    resume = resolve_resume(args, out)
     resume_ckpt = check_resumable(resume, args, classes) if resume is not None else None
     if resume_ckpt is None:
         model = build_model(args.model, num_classes, in_chans, args.pretrained, info)
@@ -123,7 +148,7 @@ def _train(args, command, info: DistInfo, on_epoch_end) -> dict[str, Any]:
     teacher = None
     if args.teacher:
         teacher = load_teacher(args.teacher, num_classes, in_chans, classes, info.device)
-    loss_fn = _loss_fn(args, teacher)
+    loss_fn = make_loss_fn(args, teacher)
     train_loader, val_loader = make_loaders(train_ds, val_ds, args, info)
     optimizer, scheduler = _optimizer_and_schedule(
         args, model, len(train_loader), command == "finetune"
@@ -135,11 +160,6 @@ def _train(args, command, info: DistInfo, on_epoch_end) -> dict[str, Any]:
     if resume_ckpt is not None:
         start_epoch, best = restore(
             resume, resume_ckpt, args, model, optimizer, scheduler, scaler, info
-        )
-    elif info.is_main and (out / "last.pt").exists() and args.resume is None:
-        print(
-            f"note: {out / 'last.pt'} exists and will be overwritten; pass --resume to continue it",
-            flush=True,
         )
     if info.is_main:
         skipped = data_desc.get("skipped") or []
