@@ -7,6 +7,7 @@ and a row in ``summary.csv`` (rewritten so a resumed run keeps one row per epoch
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from zoo.train.engine import evaluate, set_backbone_frozen, train_one_epoch
 from zoo.train.resume import checkpoint_payload
 from zoo.utils import atomic_write
 
-__all__ = ["fit", "SUMMARY_HEADER"]
+__all__ = ["fit", "SUMMARY_HEADER", "check_finite_val_loss"]
 
 
 def _wrap(model: nn.Module, info: DistInfo) -> nn.Module:
@@ -40,6 +41,19 @@ def _write_csv_atomic(path: Path, header: list[str], rows: list[list[Any]]) -> N
         w.writerows(rows)
 
     atomic_write(path, write, mode="w", newline="")
+
+
+def check_finite_val_loss(va: dict[str, Any], tag: str, out: Path | None) -> None:
+    """Stop the run when the validation loss is NaN/inf: the weights diverged, so the epoch
+    must neither count as best nor be saved (as a non-finite train loss already stops it)."""
+    if math.isfinite(va["loss"]):
+        return
+    last = out / "last.pt" if out is not None else None
+    kept = f"; {last} holds the last finite epoch" if last is not None and last.exists() else ""
+    raise FloatingPointError(
+        f"validation loss became {va['loss']} after {tag}: the weights diverged; lower --lr "
+        f"(or --momentum), or turn off --amp{kept}"
+    )
 
 
 SUMMARY_HEADER = [
@@ -135,6 +149,7 @@ def fit(
         )
         distribute_bn(model, info)
         va = evaluate(model, val_loader, info, amp_dtype, desc=f"{tag} val", progress=progress)
+        check_finite_val_loss(va, tag, out)
         improved = va["top1"] > best_top1
         if improved:
             best_top1, best_epoch = va["top1"], epoch

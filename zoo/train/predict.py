@@ -25,6 +25,7 @@ from PIL import Image
 from zoo.data.folder import IMG_EXTENSIONS, build_transform, resolve_data_cfg, verify_image
 from zoo.factory import create, is_file_spec
 from zoo.pretrained.hub import WeightsError
+from zoo.train.checks import check_finite_weights
 
 __all__ = ["build_parser", "main", "predict", "expand_images"]
 
@@ -93,6 +94,7 @@ def predict(
     )
     # A checkpoint or any other model file, or a name with weights (``arch.tag``, ``arch``).
     model = create(checkpoint) if is_file_spec(checkpoint) else create(checkpoint, pretrained=True)
+    check_finite_weights(model, str(checkpoint))
     model = model.to(dev).eval()
     n_out = int(model.num_classes)
     names = list(model.pretrained_cfg.get("categories") or [])

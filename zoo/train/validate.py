@@ -37,6 +37,7 @@ from zoo.data.folder import (
 from zoo.factory import create, is_file_spec
 from zoo.pretrained import WeightsError, list_tags
 from zoo.train.checkpoint import model_from_checkpoint
+from zoo.train.checks import check_finite_weights
 from zoo.train.distributed import DistInfo, init_distributed
 from zoo.train.engine import amp_settings, evaluate
 from zoo.utils import atomic_write
@@ -169,6 +170,7 @@ def load_model(
         # With weights, an unset head and input are the weights' own (the resolver's rule).
         model = create(spec, pretrained=flag, num_classes=num_classes, in_chans=in_chans)
         where = f"pretrained:{pretrained}" if flag else "random-init"
+    check_finite_weights(model, where)
     classes = list(model.pretrained_cfg.get("categories") or []) or None
     model.zoo_arch = model.default_cfg.get("architecture", spec)
     return model.eval(), classes, model, where
