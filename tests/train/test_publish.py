@@ -64,12 +64,30 @@ def test_first_weights_of_an_arch_become_its_default(trained_run, weights_env):
         publish(trained_run / "last.pt", "second", weights_env, progress=False).read_text()
     )
     again = json.loads(
-        publish(trained_run / "last.pt", "first", weights_env, progress=False).read_text()
+        publish(trained_run / "last.pt", "first", weights_env, progress=False, force=True)
+        .read_text()
     )
     assert first.get("default") is True and "default" not in second
     assert again.get("default") is True  # re-publishing a tag keeps its place
     manifests.clear_cache()
     assert manifests.list_tags(MODEL) == ["first", "second"]
+
+
+def test_publishing_a_tag_twice_is_refused_without_force(trained_run, weights_env, capsys):
+    manifest = publish(trained_run / "best.pt", "toyset", weights_env, progress=False)
+    shipped = weights_env / "toyset" / f"{MODEL}.safetensors"
+    before = (manifest.read_bytes(), shipped.read_bytes())
+    assert publish_main([str(trained_run / "last.pt"), "--tag", "toyset", "--weights-dir",
+                         str(weights_env), "--no-progress"]) == 2  # fmt: skip
+    captured = capsys.readouterr()
+    assert f"{MODEL}.toyset is already published" in captured.out + captured.err
+    assert (manifest.read_bytes(), shipped.read_bytes()) == before  # nothing replaced
+    with pytest.raises(ValueError, match="pass --force"):
+        publish(trained_run / "last.pt", "toyset", weights_env, progress=False)
+    publish(trained_run / "last.pt", "toyset", weights_env, progress=False, force=True)
+    ckpt_model, _ = model_from_checkpoint(trained_run / "last.pt")
+    manifests.clear_cache()
+    assert _same_logits(zoo.create(MODEL, pretrained="toyset"), ckpt_model)
 
 
 def test_recipe_parses_back_to_the_run_options(trained_run):

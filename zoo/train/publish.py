@@ -38,7 +38,7 @@ from zoo.train.checkpoint import load_checkpoint, model_from_checkpoint
 from zoo.train.engine import evaluate
 from zoo.utils import atomic_path, atomic_write_text
 
-__all__ = ["publish", "recipe_command", "evaluate_fashion_mnist", "main"]
+__all__ = ["publish", "recipe_command", "evaluate_fashion_mnist", "AlreadyPublishedError", "main"]
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
@@ -55,7 +55,15 @@ def recipe_command(args: dict[str, Any], command: str = "train") -> str:
     """The ``zoo train``/``zoo finetune`` command line that reproduces a run: the options that
     differ from that command's defaults (run-local ones such as the output folder left out)."""
     command_parser = build_finetune_parser if command == "finetune" else build_train_parser
-    skip = {"output", "resume", "no_progress", "rank_digest", "device", "dataset_root"}
+    skip = {
+        "output",
+        "resume",
+        "force",
+        "no_progress",
+        "rank_digest",
+        "device",
+        "dataset_root",
+    }
     by_dest: dict[str, list[argparse.Action]] = {}
     for action in command_parser()._actions:
         if action.option_strings and action.dest not in skip and action.dest in args:
@@ -111,11 +119,13 @@ def publish(
     license: str = "Apache-2.0",
     notes: str = "",
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Write the run's weights and manifest into ``weights_dir``; returns the manifest path.
 
     The published file is loaded back through ``zoo.create(arch, pretrained=tag)`` and, for
     Fashion-MNIST runs, its test accuracy measured; that is the figure the manifest records.
+    A tag already published for the architecture is refused unless ``force`` replaces it.
     """
     if not tag or "." in tag or "/" in tag:
         raise ValueError(f"tag must be a plain name such as 'fashion_mnist', got {tag!r}")
@@ -124,6 +134,7 @@ def publish(
     arch, args = ckpt["arch"], dict(ckpt.get("args") or {})
     wdir = Path(weights_dir)
     rel = Path(tag) / f"{arch}.safetensors"
+    _check_not_published(wdir, arch, tag, rel, force)
     _save_weights(model, wdir / rel)
     data = (wdir / rel).read_bytes()
     manifest: dict[str, Any] = {
@@ -192,6 +203,20 @@ def publish(
         manifests.clear_cache()
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+class AlreadyPublishedError(ValueError):
+    """The weight set ``arch.tag`` already exists in the weights folder."""
+
+
+def _check_not_published(wdir: Path, arch: str, tag: str, rel: Path, force: bool) -> None:
+    """Refuse to replace a published weight set (its manifest or file) unless ``force``."""
+    found = [p for p in (wdir / f"{arch}.{tag}.json", wdir / rel) if p.exists()]
+    if found and not force:
+        raise AlreadyPublishedError(
+            f"{arch}.{tag} is already published ({', '.join(map(str, found))}); pass --force "
+            "to replace it, or publish under another --tag"
+        )
 
 
 def _becomes_default(wdir: Path, arch: str, tag: str) -> bool:
