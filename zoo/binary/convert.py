@@ -18,6 +18,9 @@ Rules (XNOR-Net paper, Sec. 3.2 and 4):
   dropout, sums of such) would make ``sign()`` a constant +1; such activations become
   ``nn.Identity``, so conv -> BN -> ReLU -> conv' becomes conv -> BN -> sign -> conv'.
   Both are found from the autograd graph of one forward pass on a random input.
+
+Building options beyond XNOR-Net (``shortcut``, ``downsample``, ``threshold``, ``activation``,
+``scale``, ``ste``; see ``zoo.binary.options``) apply to every binarized layer alike.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import torch
 from torch import nn
 
 from zoo.binary.layers import MODES, BinaryConv2d, BinaryLinear, is_binary
+from zoo.binary.options import OPTION_DEFAULTS, check_options
 
-__all__ = ["binarize", "BinarizeInfo", "find_first_last", "is_depthwise"]
+__all__ = ["binarize", "BinarizeInfo", "find_first_last", "is_depthwise", "option_names"]
 
 # Autograd nodes through which "all inputs >= 0" still implies "output >= 0".
 _NONNEG_PRESERVING = {
@@ -280,6 +284,29 @@ def _nonneg_sources(
     return result
 
 
+def _layer_kwargs(mode: str, input_scale: bool, choices: dict[str, str]) -> dict:
+    """``from_float`` keyword arguments of every binarized layer for these options."""
+    kwargs: dict = {
+        "options": dict(
+            threshold=choices["threshold"] == "learned",
+            learned_scale=choices["scale"] == "learned",
+            rprelu=choices["activation"] == "rprelu",
+            shortcut=choices["shortcut"] == "bireal",
+            downsample=choices["downsample"],
+        )
+    }
+    if mode == "xnor":
+        kwargs["input_scale"] = input_scale
+        if choices["ste"] == "approx_sign":
+            kwargs["input_quantizer"] = "approx_sign"
+    return kwargs
+
+
+def option_names(options: dict[str, object]) -> dict[str, object]:
+    """The building options of ``binarize_info.options`` that differ from XNOR-Net's."""
+    return {k: v for k, v in options.items() if k in OPTION_DEFAULTS and v != OPTION_DEFAULTS[k]}
+
+
 def binarize(
     model: nn.Module,
     mode: str = "bwn",
@@ -290,6 +317,12 @@ def binarize(
     keep: Iterable[str] = (),
     input_bn: str = "auto",
     example_input: torch.Tensor | None = None,
+    shortcut: str = "none",
+    downsample: str = "pooled",
+    threshold: str = "none",
+    activation: str = "none",
+    scale: str = "analytic",
+    ste: str = "identity_clip",
 ) -> nn.Module:
     """A deep copy of ``model`` with its conv/linear layers made binary (``"bwn"``/``"xnor"``).
 
@@ -299,6 +332,9 @@ def binarize(
     precedes it, ``"always"`` to every xnor layer, ``"never"`` to none.
     ``example_input`` is used (xnor only) to trace the graph; by default a random image of the
     model's ``default_cfg`` minimum input size (else ``input_size``, else 224x224).
+    Options (``zoo.binary.options``): ``shortcut="bireal"`` with ``downsample="pooled"|"real"|
+    "none"``, ``threshold="learned"``, ``activation="rprelu"``, ``scale="learned"``,
+    ``ste="approx_sign"``; the defaults give XNOR-Net.
     """
     if mode not in MODES:
         raise ValueError(f"unknown binary mode {mode!r}; use 'bwn' or 'xnor'")
@@ -308,6 +344,11 @@ def binarize(
         raise ValueError(f"input_bn must be 'auto', 'always' or 'never', got {input_bn!r}")
     if any(is_binary(m) for m in model.modules()):
         raise ValueError("the model is already binarized; binarize its float twin instead")
+    choices = dict(
+        shortcut=shortcut, downsample=downsample, threshold=threshold, activation=activation,
+        scale=scale, ste=ste,
+    )  # fmt: skip
+    check_options(mode, choices, input_scale)
     keep = list(keep)
     model = copy.deepcopy(model)
     first, last = find_first_last(model)
@@ -315,10 +356,10 @@ def binarize(
         mode=mode,
         options=dict(
             keep_first=keep_first, keep_last=keep_last, binarize_depthwise=binarize_depthwise,
-            input_scale=input_scale, keep=keep, input_bn=input_bn,
+            input_scale=input_scale, keep=keep, input_bn=input_bn, **choices,
         ),
     )  # fmt: skip
-    extra = {"input_scale": input_scale} if mode == "xnor" else {}
+    extra = _layer_kwargs(mode, input_scale, choices)
     for name, m in _layers(model):
         reason = None
         if keep_first and name in first:

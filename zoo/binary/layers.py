@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.binary.options import RPReLU, make_shortcut
 from zoo.binary.quantizers import Quantizer, ScaledSign, SteSign, channel_scale, get_quantizer
 from zoo.binary.quantizers import sign as hard_sign
 
@@ -127,6 +128,77 @@ class _BinaryMixin:
     input_quantizer: Quantizer | None
     input_scale: bool
     input_bn: nn.Module | None
+    threshold: nn.Parameter | None
+    output_scale: nn.Parameter | None
+    shortcut: nn.Module | None
+    rprelu: nn.Module | None
+
+    def _init_options(self) -> None:
+        self.threshold = self.output_scale = None
+        self.shortcut = self.rprelu = None
+
+    @property
+    def has_options(self) -> bool:
+        """True when any option beyond XNOR-Net's (threshold, scale, shortcut, RPReLU) is on."""
+        parts = (self.threshold, self.output_scale, self.shortcut, self.rprelu)
+        return any(p is not None for p in parts)
+
+    @torch.no_grad()
+    def set_options(
+        self,
+        threshold: bool = False,
+        learned_scale: bool = False,
+        rprelu: bool = False,
+        shortcut: bool = False,
+        downsample: str = "pooled",
+    ) -> None:
+        """Turn on the layer's building options (new parameters on the weight's device).
+
+        ``threshold``: a learned per-input-channel ``t`` (zeros), sign sees ``x - t``;
+        ``learned_scale``: weights become plain signs times a learned per-output-channel scale
+        (starting at the analytic alpha); ``rprelu``: RPReLU on the output; ``shortcut``: the
+        input added to the output, through ``downsample`` where the shape changes.
+        """
+        kw = {"device": self.weight.device, "dtype": self.weight.dtype}
+        n_in = self.weight.shape[1] * (self.groups if isinstance(self, nn.Conv2d) else 1)
+        n_out = self.weight.shape[0]
+        if threshold:
+            if self.input_quantizer is None:
+                raise ValueError("a learned threshold acts before sign(): use mode='xnor'")
+            self.threshold = nn.Parameter(torch.zeros(n_in, **kw))
+        if learned_scale:
+            if self.input_scale:
+                raise ValueError("a learned scale replaces alpha and K: drop input_scale")
+            self.output_scale = nn.Parameter(channel_scale(self.weight).to(**kw))
+            if self.kernel_quantizer.scaled:
+                self.kernel_quantizer = SteSign()
+        if rprelu:
+            self.rprelu = RPReLU(n_out).to(**kw)
+        if shortcut:
+            self.shortcut = make_shortcut(self, downsample)
+
+    def _channel_shape(self) -> tuple[int, ...]:
+        """How a per-channel vector broadcasts: NCHW for convs, the last dim for linears."""
+        return (1, -1, 1, 1) if isinstance(self, nn.Conv2d) else (-1,)
+
+    def _shift(self, x: Tensor) -> Tensor:
+        """``x - threshold`` per channel (RSign) when the layer learns one."""
+        if self.threshold is None:
+            return x
+        return x - self.threshold.view(self._channel_shape())
+
+    def _epilogue(self, out: Tensor, x: Tensor) -> Tensor:
+        """Learned scale, bias, shortcut from the (normalized) input ``x``, RPReLU."""
+        shape = self._channel_shape()
+        if self.output_scale is not None:
+            out = out * self.output_scale.view(shape)
+        if self.bias is not None:
+            out = out + self.bias.view(shape)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        if self.rprelu is not None:
+            out = self.rprelu(out)
+        return out
 
     def add_input_bn(self) -> None:
         """Give the layer its own BatchNorm before the binary activation (paper: BN -> sign).
@@ -181,6 +253,10 @@ class _BinaryMixin:
         s = f", mode={self.mode}, kernel_quantizer={self.kernel_quantizer!r}"
         if self.input_quantizer is not None:
             s += f", input_quantizer={self.input_quantizer!r}, input_scale={self.input_scale}"
+        if self.threshold is not None:
+            s += ", threshold=learned"
+        if self.output_scale is not None:
+            s += ", scale=learned"
         return s
 
 
@@ -217,10 +293,14 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             raise ValueError("input_scale (K) only applies to mode='xnor'")
         self.input_scale = bool(input_scale)
         self.input_bn = None
+        self._init_options()
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, mode: BinaryMode = "bwn", **kwargs) -> BinaryConv2d:
-        """A binary twin of ``conv`` that shares its weight and bias Parameters."""
+    def from_float(
+        cls, conv: nn.Conv2d, mode: BinaryMode = "bwn", options: dict | None = None, **kwargs
+    ) -> BinaryConv2d:
+        """A binary twin of ``conv`` that shares its weight and bias Parameters;
+        ``options`` go to :meth:`set_options`."""
         new = cls(
             conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
             conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta",
@@ -228,6 +308,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         )  # fmt: skip
         new.weight = conv.weight
         new.bias = conv.bias
+        new.set_options(**(options or {}))
         new.train(conv.training)
         return new
 
@@ -253,7 +334,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         w = self.binary_weight()
         if self.input_quantizer is None:
-            return self._conv_forward(x, w, self.bias)
+            if not self.has_options:
+                return self._conv_forward(x, w, self.bias)
+            return self._epilogue(self._conv_forward(x, w, None), x)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"BinaryConv2d expects NCHW input with {self.in_channels} channels, "
@@ -261,15 +344,13 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             )
         if self.input_bn is not None:
             x = self.input_bn(x)
-        xp = self.pad_input(x)
+        xp = self.pad_input(self._shift(x))
         out = F.conv2d(
             self.input_quantizer(xp), w, None, self.stride, 0, self.dilation, self.groups
         )
         if self.input_scale:
             out = out * self.input_scale_map(xp)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+        return self._epilogue(out, x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._binary_repr()
@@ -299,31 +380,37 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
             raise ValueError("input_scale (K) only applies to mode='xnor'")
         self.input_scale = bool(input_scale)
         self.input_bn = None
+        self._init_options()
 
     @classmethod
-    def from_float(cls, fc: nn.Linear, mode: BinaryMode = "bwn", **kwargs) -> BinaryLinear:
-        """A binary twin of ``fc`` that shares its weight and bias Parameters."""
+    def from_float(
+        cls, fc: nn.Linear, mode: BinaryMode = "bwn", options: dict | None = None, **kwargs
+    ) -> BinaryLinear:
+        """A binary twin of ``fc`` that shares its weight and bias Parameters;
+        ``options`` go to :meth:`set_options`."""
         new = cls(
             fc.in_features, fc.out_features, fc.bias is not None, device="meta",
             dtype=fc.weight.dtype, mode=mode, **kwargs,
         )  # fmt: skip
         new.weight = fc.weight
         new.bias = fc.bias
+        new.set_options(**(options or {}))
         new.train(fc.training)
         return new
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.binary_weight()
         if self.input_quantizer is None:
-            return F.linear(x, w, self.bias)
+            if not self.has_options:
+                return F.linear(x, w, self.bias)
+            return self._epilogue(F.linear(x, w), x)
         if self.input_bn is not None:
             x = self.input_bn(x)
-        out = F.linear(self.input_quantizer(x), w)
+        xs = self._shift(x)
+        out = F.linear(self.input_quantizer(xs), w)
         if self.input_scale:
-            out = out * x.abs().mean(-1, keepdim=True)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+            out = out * xs.abs().mean(-1, keepdim=True)
+        return self._epilogue(out, x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._binary_repr()

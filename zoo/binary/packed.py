@@ -5,6 +5,11 @@ compute with the XNOR-popcount kernel (``zoo.binary.kernels``), scales applied a
 
 The packed layers reproduce the simulated float layers exactly up to float rounding of the
 scaling: the binary dot products are integers in both. Float layers stay as they are.
+
+Building options (``zoo.binary.options``) run around the kernel in float, as the simulated
+layer computes them: a learned threshold is subtracted from the input before the kernel signs
+and packs it (padded positions still read +1), a learned scale multiplies alpha, and the
+shortcut and RPReLU follow the kernel's output.
 """
 
 from __future__ import annotations
@@ -50,9 +55,38 @@ def _signs_and_alpha(layer: BinaryConv2d | BinaryLinear) -> tuple[Tensor, Tensor
     return w, w.abs().flatten(1).amax(1).float()
 
 
-class PackedBinaryConv2d(nn.Module):
-    """An XNOR conv whose weights are packed bits: ``popcount_conv(sign(x), sign(W)) * alpha
-    (* K) + bias``, padded positions reading +1 as in the simulated layer."""
+def _output_scale(layer: BinaryConv2d | BinaryLinear, alpha: Tensor) -> Tensor:
+    """The per-channel scale the kernel applies: alpha, times the learned scale if any."""
+    if layer.output_scale is None:
+        return alpha
+    return (alpha.double() * layer.output_scale.detach().double()).to(layer.weight.dtype)
+
+
+class _PackedOptions(nn.Module):
+    """What packed layers share: the float prologue (threshold) and epilogue (shortcut, RPReLU)
+    copied from the simulated layer."""
+
+    def _copy_options(self, layer: BinaryConv2d | BinaryLinear) -> None:
+        t = layer.threshold
+        self.register_buffer("threshold", None if t is None else t.detach().clone())
+        self.shortcut = copy.deepcopy(layer.shortcut)
+        self.rprelu = copy.deepcopy(layer.rprelu)
+        self.input_bn = copy.deepcopy(layer.input_bn)
+
+    def _shift(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        return x if self.threshold is None else x - self.threshold.to(x.dtype).view(shape)
+
+    def _epilogue(self, out: Tensor, x: Tensor) -> Tensor:
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        if self.rprelu is not None:
+            out = self.rprelu(out)
+        return out
+
+
+class PackedBinaryConv2d(_PackedOptions):
+    """An XNOR conv whose weights are packed bits: ``popcount_conv(sign(x - t), sign(W)) *
+    alpha (* K) + bias`` (then shortcut, RPReLU), padded positions reading +1 as simulated."""
 
     def __init__(self, layer: BinaryConv2d) -> None:
         super().__init__()
@@ -61,9 +95,9 @@ class PackedBinaryConv2d(nn.Module):
         packed = kernels.pack_conv_weight(weight, layer.groups)
         self.register_buffer("words", packed.words)
         self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
-        self.register_buffer("alpha", alpha)
+        self.register_buffer("alpha", _output_scale(layer, alpha))
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
-        self.input_bn = copy.deepcopy(layer.input_bn)
+        self._copy_options(layer)
         self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
         self.kernel_size, self.stride, self.dilation = (
             layer.kernel_size,
@@ -81,6 +115,10 @@ class PackedBinaryConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.input_bn is not None:
             x = self.input_bn(x)
+        return self._epilogue(self._binary_conv(self._shift(x, (1, -1, 1, 1))), x)
+
+    def _binary_conv(self, x: Tensor) -> Tensor:
+        """``popcount_conv(sign(x), sign(W)) * alpha (* K) + bias`` of the shifted input."""
         pads = self.pads
         if self.padding_mode != "zeros":  # pad the floats first, as the simulated layer does
             x, pads = F.pad(x, self.pads, mode=self.padding_mode), 0
@@ -106,8 +144,9 @@ class PackedBinaryConv2d(nn.Module):
         )
 
 
-class PackedBinaryLinear(nn.Module):
-    """An XNOR linear layer on packed bits: ``popcount(sign(x), sign(W)) * alpha (* K) + b``."""
+class PackedBinaryLinear(_PackedOptions):
+    """An XNOR linear layer on packed bits: ``popcount(sign(x - t), sign(W)) * alpha (* K) + b``
+    (then shortcut, RPReLU)."""
 
     def __init__(self, layer: BinaryLinear) -> None:
         super().__init__()
@@ -116,22 +155,23 @@ class PackedBinaryLinear(nn.Module):
         packed = kernels.pack_linear_weight(weight)
         self.register_buffer("words", packed.words)
         self._meta = (packed.out_channels, packed.in_channels, packed.kernel_size, packed.groups)
-        self.register_buffer("alpha", alpha)
+        self.register_buffer("alpha", _output_scale(layer, alpha))
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
-        self.input_bn = copy.deepcopy(layer.input_bn)
+        self._copy_options(layer)
         self.input_scale = layer.input_scale
         self.in_features, self.out_features = layer.in_features, layer.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         if self.input_bn is not None:
             x = self.input_bn(x)
-        dots = kernels.xnor_linear(x, kernels.PackedWeight(self.words, *self._meta))
+        xs = self._shift(x, (-1,))
+        dots = kernels.xnor_linear(xs, kernels.PackedWeight(self.words, *self._meta))
         out = dots.to(x.dtype) * self.alpha.to(x.dtype)
         if self.input_scale:
-            out = out * x.abs().mean(-1, keepdim=True)
+            out = out * xs.abs().mean(-1, keepdim=True)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
-        return out
+        return self._epilogue(out, x)
 
 
 @torch.no_grad()

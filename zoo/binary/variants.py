@@ -18,6 +18,7 @@ from torch import nn
 
 from zoo.binary.convert import binarize
 from zoo.binary.layers import MODES
+from zoo.binary.options import OPTION_DEFAULTS
 from zoo.models import build_model
 from zoo.published import published, published_source
 from zoo.registry import ModelCfg, get_cfg, is_model, list_models, register
@@ -37,6 +38,7 @@ BINARIZE_KWARGS = (
     "input_scale",
     "keep",
     "input_bn",
+    *OPTION_DEFAULTS,  # shortcut, downsample, threshold, activation, scale, ste
 )
 
 
