@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.table import Table
+
 from zoo.formats.zdc import CompressedModel, EncodedLayer, serialize
 
 __all__ = ["LayerSize", "SizeReport", "size_report"]
@@ -167,8 +169,6 @@ class SizeReport:
         return "\n".join(lines)
 
     def rich_table(self, title: str = "Deep Compression size accounting"):
-        from rich.table import Table
-
         table = Table(title=title)
         for i, col in enumerate(self.HEADER):
             table.add_column(col, justify="left" if i == 0 else "right")

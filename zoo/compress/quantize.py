@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from zoo.compress.layers import PerLayer, compressible_layers, resolve_per_layer
 from zoo.compress.prune import finalize
@@ -169,8 +170,6 @@ def share_weights(
     With ``trainable=True`` the codebooks stay attached as parameters (see
     :func:`finetune_codebooks`); call :func:`zoo.compress.finalize` when done.
     """
-    from tqdm.auto import tqdm
-
     layers = compressible_layers(model)
     per_layer = layer_bits(model, bits)
     shared = {}
