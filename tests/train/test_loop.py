@@ -13,7 +13,7 @@ from train_helpers import FAST, MODEL, REPO
 
 import zoo
 from zoo.data import FashionMNIST
-from zoo.train import load_checkpoint, model_setup, resume, save_checkpoint
+from zoo.train import load_checkpoint, resume, save_checkpoint
 from zoo.train import run as run_mod
 from zoo.train.engine import topk_correct
 from zoo.train.finetune import finetune
@@ -387,26 +387,3 @@ def test_parsers_and_scripts():
         found = re.search(r"^from (zoo\.train\.\w+) import main\b", text, re.M)
         assert found, f"scripts/{name}.py does not import a zoo.train main"
         assert importlib.import_module(found.group(1)).main is command.main, name
-
-
-def test_auto_pretrained_falls_back_when_offline(monkeypatch, capsys):
-    from zoo.pretrained import OfflineError
-    from zoo.train.distributed import DistInfo
-
-    real = model_setup.create_model
-
-    def offline(name, num_classes, in_chans=3, pretrained=False, **kw):
-        if pretrained:
-            raise OfflineError("weights file not cached\nmore help")
-        return real(name, num_classes, in_chans, **kw)
-
-    monkeypatch.setattr(model_setup, "create_model", offline)
-    monkeypatch.setattr(model_setup, "has_weights", lambda name: True)
-    model = model_setup.build_model(MODEL, 5, 1, "auto", DistInfo())
-    assert model.get_classifier().out_features == 5
-    assert (
-        "random initialisation: its default weights are not available here"
-        in capsys.readouterr().out
-    )
-    with pytest.raises(OfflineError):  # an explicit request is not silently dropped
-        model_setup.build_model(MODEL, 5, 1, "true", DistInfo())

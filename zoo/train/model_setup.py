@@ -9,18 +9,23 @@ from typing import Any
 from torch import nn
 
 from zoo.factory import create
-from zoo.pretrained import DownloadError, list_tags
+from zoo.pretrained import DownloadError, WeightsError, list_tags
 from zoo.pretrained.files import translate_arch_overrides
 from zoo.registry import get_cfg
 from zoo.train.distributed import DistInfo
 
 __all__ = [
+    "PretrainedUnavailableError",
     "default_in_chans",
     "has_weights",
     "build_model",
     "replace_classifier",
     "model_for_resume",
 ]
+
+
+class PretrainedUnavailableError(WeightsError):
+    """``--pretrained auto`` names weights that cannot be had (offline, not cached)."""
 
 
 def default_in_chans(name: str) -> int:
@@ -45,21 +50,30 @@ def build_model(
     a weights file, a zoo checkpoint (of ``name`` or of its float twin) or ``'auto'``; a
     different number of classes gets a fresh classifier, everything else is loaded."""
     if pretrained == "auto":
-        reason = "no pretrained weights are registered for it"
         if has_weights(name):
-            try:
-                return create(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
-            except DownloadError as e:  # offline and not cached: say so, train from scratch
-                reason = f"its default weights are not available here ({str(e).splitlines()[0]})"
+            return _default_weights(name, num_classes, in_chans)
         if info.is_main:
             print(
-                f"note: starting {name!r} from random initialisation: {reason}. Pass "
-                "--pretrained FILE to use a local weights file, or --no-pretrained.",
+                f"note: starting {name!r} from random initialisation: no pretrained weights "
+                "are registered for it. Pass --pretrained FILE to start from a weights file.",
                 flush=True,
             )
         pretrained = None
     flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
     return create(name, pretrained=flag, num_classes=num_classes, in_chans=in_chans)
+
+
+def _default_weights(name: str, num_classes: int, in_chans: int) -> nn.Module:
+    """The model with its default weights; weights that cannot be had are an error (a
+    fine-tune silently started from random weights would look like a bad result)."""
+    try:
+        return create(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+    except DownloadError as e:
+        raise PretrainedUnavailableError(
+            f"the default pretrained weights of {name!r} are not available here "
+            f"({str(e).splitlines()[0]}); pass --pretrained FILE to start from a local "
+            "weights file, or --no-pretrained to train from random initialisation"
+        ) from e
 
 
 def replace_classifier(model: nn.Module, num_classes: int) -> None:
