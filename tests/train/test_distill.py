@@ -1,4 +1,5 @@
-"""Distillation loss against a hand computation, and teacher loading errors."""
+"""Distillation loss against a hand computation (with and without label smoothing, and as
+the training command builds it), and teacher loading errors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import pytest
 import torch
 
 from zoo.train import distillation_loss, load_teacher, save_checkpoint
+from zoo.train.finetune import build_parser
+from zoo.train.run import make_loss_fn
 
 
-def _reference(student, teacher, targets, T, alpha):
-    """The formula written out with Python floats: alpha*T^2*KL(p_t||p_s) + (1-alpha)*CE."""
+def _reference(student, teacher, targets, T, alpha, eps=0.0):
+    """The formula written out with Python floats: alpha*T^2*KL(p_t||p_s) + (1-alpha)*CE,
+    the CE against labels smoothed by ``eps`` (1-eps on the label, eps/K spread over all K
+    classes, as in Szegedy et al. 2016 and torch's ``label_smoothing``)."""
 
     def softmax(row, temp):
         m = max(row)
@@ -22,7 +27,9 @@ def _reference(student, teacher, targets, T, alpha):
     for s_row, t_row, y in zip(student, teacher, targets, strict=True):
         p_s, p_t = softmax(s_row, T), softmax(t_row, T)
         kl += sum(pt * (math.log(pt) - math.log(ps)) for pt, ps in zip(p_t, p_s, strict=True))
-        ce += -math.log(softmax(s_row, 1.0)[y])
+        p = softmax(s_row, 1.0)
+        k = len(p)
+        ce += -sum(((1 - eps) * (c == y) + eps / k) * math.log(pc) for c, pc in enumerate(p))
     n = len(targets)
     return alpha * T * T * kl / n + (1 - alpha) * ce / n
 
@@ -36,6 +43,34 @@ def test_matches_hand_computation(T, alpha):
     got = distillation_loss(s, t, y, temperature=T, alpha=alpha)
     want = _reference(s.tolist(), t.tolist(), y.tolist(), T, alpha)
     assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("T,alpha,eps", [(4.0, 0.5, 0.1), (2.0, 0.3, 0.25), (1.0, 0.0, 0.1)])
+def test_matches_hand_computation_with_label_smoothing(T, alpha, eps):
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+    y = torch.tensor([4, 0, 2, 2, 1, 3])
+    got = distillation_loss(s, t, y, temperature=T, alpha=alpha, label_smoothing=eps)
+    want = _reference(s.tolist(), t.tolist(), y.tolist(), T, alpha, eps)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    # the smoothing matters at this size: without it the loss differs well beyond rel=1e-6
+    plain = _reference(s.tolist(), t.tolist(), y.tolist(), T, alpha)
+    assert abs(plain - want) > 1e-3 * want or alpha == 1.0
+
+
+def test_training_default_loss_is_kd_with_label_smoothing():
+    """The loss ``zoo finetune --teacher`` trains with, at the command's defaults (T=4,
+    alpha=0.5, label smoothing 0.1), against the hand computation."""
+    args = build_parser().parse_args(["m", "--data", "d", "--teacher", "t"])
+    loss_fn = make_loss_fn(args, teacher=torch.nn.Identity())
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(4, 10, generator=g, dtype=torch.float64) * 2
+    t = torch.randn(4, 10, generator=g, dtype=torch.float64) * 2
+    y = torch.tensor([9, 0, 5, 5])
+    want = _reference(s.tolist(), t.tolist(), y.tolist(), 4.0, 0.5, 0.1)
+    assert (args.kd_temperature, args.kd_alpha, args.label_smoothing) == (4.0, 0.5, 0.1)
+    assert loss_fn(s, t, y).item() == pytest.approx(want, rel=1e-6)
 
 
 def test_identical_logits_leave_only_label_term():
