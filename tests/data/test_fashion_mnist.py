@@ -13,7 +13,7 @@ import torchvision
 from PIL import Image
 
 from zoo.data import FashionMNIST, FashionMNISTMissingError, read_idx, write_image_folder
-from zoo.data.fashion_mnist import CLASSES, class_dirname
+from zoo.data.fashion_mnist import CLASSES, FolderNotEmptyError, class_dirname
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:
@@ -147,3 +147,48 @@ def test_write_image_folder_is_atomic(tmp_path, monkeypatch):
     )
     # The two finished PNGs and the class folders only: no partial or temporary file.
     assert files == ["a", "a/00000.png", "b", "b/00001.png"]
+
+
+class _Tiny(torch.utils.data.Dataset):
+    """Eight 4x4 images, alternating between two classes; pixel value = index."""
+
+    classes = ["a", "b"]
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return Image.new("L", (4, 4), color=i), i % 2
+
+
+def _pngs(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+
+
+def test_write_image_folder_refuses_a_folder_that_holds_images(tmp_path):
+    # Writing 1 per class over 4 per class used to leave the 6 old images beside the 2 new
+    # ones, and the command reported all 8 as written.
+    out = tmp_path / "out"
+    write_image_folder(_Tiny(), out, progress=False)
+    before = {p: (out / p).read_bytes() for p in _pngs(out)}
+    assert len(before) == 8
+    with pytest.raises(FolderNotEmptyError, match="already holds 8 image"):
+        write_image_folder(_Tiny(), out, limit_per_class=1, progress=False)
+    assert {p: (out / p).read_bytes() for p in _pngs(out)} == before  # untouched
+
+    (out / "README.txt").write_text("notes")  # not an image: kept
+    (out / "old_class").mkdir()
+    Image.new("L", (4, 4)).save(out / "old_class" / "x.png")
+    write_image_folder(_Tiny(), out, limit_per_class=1, progress=False, force=True)
+    assert _pngs(out) == ["a/00000.png", "b/00001.png"]  # exactly what was written
+    assert (out / "README.txt").read_text() == "notes" and not (out / "old_class").exists()
+    with Image.open(out / "b" / "00001.png") as im:
+        assert np.asarray(im).tolist() == [[1] * 4] * 4
+
+
+def test_write_image_folder_into_a_file_is_a_clear_error(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        write_image_folder(_Tiny(), target, progress=False)
+    assert target.read_text() == "x"

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from zoo.data.classes import class_dirname
+from zoo.data.folder import IMG_EXTENSIONS
 from zoo.utils import atomic_write
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CLASSES",
     "FashionMNIST",
     "FashionMNISTMissingError",
+    "FolderNotEmptyError",
     "read_idx",
     "write_image_folder",
     "class_dirname",
@@ -178,6 +180,28 @@ class FashionMNIST(Dataset):
         return f"FashionMNIST(root={str(self.root)!r}, split={split}, n={len(self)})"
 
 
+class FolderNotEmptyError(FileExistsError):
+    """``write_image_folder`` was pointed at a folder that already holds images."""
+
+
+def _images_in(out: Path) -> list[Path]:
+    """The image files anywhere under ``out`` (none if it does not exist)."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise NotADirectoryError(f"{str(out)!r} is a file, not a folder; pass a folder to write to")
+    return [p for p in out.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)]
+
+
+def _clear_images(out: Path, images: list[Path]) -> None:
+    """Delete ``images`` and the folders under ``out`` they leave empty (other files stay)."""
+    for p in images:
+        p.unlink()
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
 def _save_png_atomic(img: Image.Image, path: Path) -> None:
     # No fsync: a folder gets tens of thousands of small files, and a lost one is rewritten.
     atomic_write(path, lambda f: img.save(f, format="PNG"), fsync=False)
@@ -201,12 +225,15 @@ def write_image_folder(
     limit_per_class: int | None = None,
     classes: Sequence[str] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> Path:
     """Write ``dataset`` as ``out_dir/<class name>/<index>.png`` and return ``out_dir``.
 
     ``limit_per_class`` keeps the first N images of each class (in dataset order), which
     makes small, balanced, reproducible subsets. Each PNG is written to a temporary file
-    and renamed, so an interrupted run never leaves a half-written image behind.
+    and renamed, so an interrupted run never leaves a half-written image behind. A folder
+    that already holds images is refused (the result would mix two sets), unless ``force``
+    deletes those images first.
     """
     if limit_per_class is not None and limit_per_class < 1:
         raise ValueError(f"limit_per_class must be >= 1 or None, got {limit_per_class}")
@@ -217,6 +244,14 @@ def write_image_folder(
     dirs = [out / class_dirname(c) for c in classes]
     if len(set(dirs)) != len(dirs):
         raise ValueError(f"class names map to clashing folder names: {classes}")
+    old = _images_in(out)
+    if old and not force:
+        raise FolderNotEmptyError(
+            f"{out} already holds {len(old)} image(s); pass --force (force=True) to delete "
+            "them first, or choose an empty folder"
+        )
+    if old:
+        _clear_images(out, old)
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
 
