@@ -7,10 +7,11 @@ totals, the compression ratio against the float twin (same layers stored in floa
 theoretical speed-up of the whole network.
 
 Conventions: a binary weight takes 1 bit (packed per layer, so ``ceil(n / 8)`` bytes); its
-per-output-channel scale alpha takes 4 bytes and is reported as ``scales``; float parameters
-and BatchNorm running statistics take 4 bytes each. MACs count conv and linear layers only,
-for one image. Binary MACs are those of XNOR layers (binary weights *and* inputs); BWN layers
-have float inputs, so their MACs count as float (they need additions only).
+per-output-channel scale alpha (or learned ``output_scale``) takes 4 bytes and is reported as
+``scales``; learned thresholds, RPReLU and shortcut convs count as float parameters; float
+parameters and BatchNorm running statistics take 4 bytes each. MACs count conv and linear
+layers only, for one image. Binary MACs are those of XNOR layers (binary weights *and*
+inputs); BWN layers have float inputs, so their MACs count as float (additions only).
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def _direct_counts(m: nn.Module) -> tuple[int, int, int, int]:
         if is_binary(m) and pname == "weight":
             n1 += p.numel()
             scales += m.weight.shape[0] if m.kernel_quantizer.scaled else 0
+        elif is_binary(m) and pname == "output_scale":  # XNOR-Net++'s learned alpha
+            scales += p.numel()
         else:
             n32 += p.numel()
     bufs = sum(b.numel() for b in m.buffers(recurse=False) if b.is_floating_point())
