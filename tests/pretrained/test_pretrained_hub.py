@@ -6,6 +6,11 @@ import hashlib
 import io
 import os
 import pickle
+import signal
+import stat
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save, save_file
 
-from zoo.pretrained import hub
+from zoo.pretrained import cachefiles, hub
 from zoo.pretrained.hub import (
     CorruptCheckpointError,
     DownloadError,
@@ -410,3 +415,66 @@ def test_directory_is_named_as_a_directory(tmp_path):
         assert "pass the weights file inside it" in message
     with pytest.raises(FileNotFoundError, match="does not exist"):
         hub.load_state_dict(tmp_path / "missing.pth")
+
+
+# ----------------------------------------------------------------------------- cache housekeeping
+
+
+def test_partial_file_of_a_killed_download_is_removed_on_the_next_fetch(zoo_env, http_server):
+    cache = hub.cache_dir()
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from zoo.pretrained.cachefiles import temp_path\n"
+            "with temp_path(Path(sys.argv[1]), 'w-test.pth') as p:\n"
+            "    p.write_bytes(b'half a download')\n"
+            "    print(p, flush=True)\n"
+            "    time.sleep(60)\n",
+            str(cache),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    partial = Path(writer.stdout.readline().strip())
+    writer.send_signal(signal.SIGKILL)  # no cleanup handler can run
+    writer.wait()
+    writer.stdout.close()
+    assert partial.is_file() and partial.name.endswith(".part")
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # A download still running in another process, and a stray old temporary file.
+        running = cache / f".w2.pth.{cachefiles.host_tag()}.{live.pid}.abcd1234.part"
+        running.write_bytes(b"in progress")
+        old = cache / ".w3.pth.sha256.zz12.tmp"
+        old.write_text("x")
+        two_hours_ago = time.time() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+
+        data, _ = _checkpoint_bytes()
+        http_server.add("w.pth", data)
+        hub.fetch([_spec(http_server.url("files", "w.pth"), data)], "toy.t")
+        assert not partial.exists() and not old.exists()
+        assert running.exists()  # its writer is alive: left alone
+        assert _leftovers(cache) == sorted(
+            ["w-test.pth", "w-test.pth.sha256", running.name]
+        )
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.parametrize("umask,want", [(0o022, 0o644), (0o002, 0o664)])
+def test_cached_files_get_the_umask_permissions(zoo_env, http_server, umask, want):
+    data, _ = _checkpoint_bytes()
+    http_server.add("w.pth", data)
+    old = os.umask(umask)
+    try:
+        path, _ = hub.fetch([_spec(http_server.url("files", "w.pth"), data)], "toy.t")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == want  # what open() gives: 0o666 & ~umask
+    assert stat.S_IMODE((path.parent / (path.name + ".sha256")).stat().st_mode) == want

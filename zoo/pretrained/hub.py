@@ -15,18 +15,17 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from zoo.pretrained.cachefiles import cache_file_mode, remove_stale_partials, temp_path
 from zoo.pretrained.errors import (
     CorruptCheckpointError,
     DownloadError,
@@ -44,7 +43,7 @@ from zoo.pretrained.safeload import (
     safetensors_metadata,
     state_dict_of,
 )
-from zoo.utils import atomic_write_text
+from zoo.utils import atomic_write
 
 if TYPE_CHECKING:
     from zoo.pretrained.manifests import WeightFile
@@ -65,6 +64,8 @@ __all__ = [
     "verify_file",
     "download_file",
     "fetch",
+    "cache_file_mode",
+    "remove_stale_partials",
     "is_safetensors",
     "safetensors_metadata",
     "load_torch_file",
@@ -172,19 +173,6 @@ def has_hash(spec: WeightFile) -> bool:
 # ----------------------------------------------------------------------------- atomic files
 
 
-@contextmanager
-def _temp_path(directory: Path, name: str) -> Iterator[Path]:
-    """A fresh temporary path in ``directory``; removed on exit unless it was renamed away."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -287,6 +275,14 @@ def _extract_member(archive: Path, member: str, dest: Path, what: str) -> None:
         ) from e
 
 
+def _commit(tmp: Path, dest: Path, sha256: str) -> None:
+    """Move a verified ``tmp`` to ``dest`` with its sidecar, both with the umask's permissions."""
+    mode = cache_file_mode()
+    atomic_write(_sidecar(dest), lambda f: f.write(sha256 + "\n"), mode="w", permissions=mode)
+    os.chmod(tmp, mode)
+    os.replace(tmp, dest)
+
+
 def download_file(spec: WeightFile, dest: Path, *, progress: bool = True) -> Path:
     """Download ``spec.url`` to ``dest`` atomically, verifying size and hashes first.
 
@@ -301,22 +297,20 @@ def download_file(spec: WeightFile, dest: Path, *, progress: bool = True) -> Pat
             "hf_etag) to verify it with. Add one to the manifest."
         )
     what = f"{spec.file_name} from {spec.url}"
-    with _temp_path(dest.parent, dest.name) as raw:
+    with temp_path(dest.parent, dest.name) as raw:
         linked = _stream_to(spec.url, raw, progress, desc=dest.name)
         if spec.hf_etag and not has_hash(spec) and linked is None:
             raise DownloadError(
                 "the server sent no X-Linked-Etag sha256 to verify the file against"
             )
         if spec.archive == "zip":
-            with _temp_path(dest.parent, dest.name) as member:
+            with temp_path(dest.parent, dest.name) as member:
                 _extract_member(raw, spec.member or spec.file_name, member, what)
                 sha256 = verify_file(member, spec, linked_sha256=None, what=what)
-                atomic_write_text(_sidecar(dest), sha256 + "\n")
-                os.replace(member, dest)
+                _commit(member, dest, sha256)
         else:
             sha256 = verify_file(raw, spec, linked_sha256=linked, what=what)
-            atomic_write_text(_sidecar(dest), sha256 + "\n")
-            os.replace(raw, dest)
+            _commit(raw, dest, sha256)
     _logger.info("downloaded %s (sha256 %s) to %s", spec.url, sha256, dest)
     return dest
 
@@ -393,6 +387,8 @@ def fetch(
             verify_file(path, spec, what=f"{name}: {path}")
             return path, spec
         url_files.append(spec)
+    if url_files:
+        remove_stale_partials(cache_dir())
     for spec in url_files:  # cache hits first, so offline use never touches the network
         dest = cache_dir() / spec.file_name
         if dest.exists() and _check_cached(dest, spec, what=f"{name}: cached {dest}"):
