@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from zoo.binary.layers import MODES, BinaryConv2d, BinaryLinear, is_binary
-from zoo.binary.options import OPTION_DEFAULTS, check_options
+from zoo.binary.options import check_options
 
-__all__ = ["binarize", "BinarizeInfo", "find_first_last", "is_depthwise", "option_names"]
+__all__ = ["binarize", "BinarizeInfo", "find_first_last", "is_depthwise"]
 
 # Autograd nodes through which "all inputs >= 0" still implies "output >= 0".
 _NONNEG_PRESERVING = {
@@ -300,11 +300,6 @@ def _layer_kwargs(mode: str, input_scale: bool, choices: dict[str, str]) -> dict
         if choices["ste"] == "approx_sign":
             kwargs["input_quantizer"] = "approx_sign"
     return kwargs
-
-
-def option_names(options: dict[str, object]) -> dict[str, object]:
-    """The building options of ``binarize_info.options`` that differ from XNOR-Net's."""
-    return {k: v for k, v in options.items() if k in OPTION_DEFAULTS and v != OPTION_DEFAULTS[k]}
 
 
 def binarize(

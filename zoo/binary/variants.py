@@ -4,7 +4,9 @@ binary variants are registered.
 Each builder builds the float model (``zoo.models.build_model``) and passes it through
 ``binarize`` (first conv and classifier float, depthwise convs float, see
 ``zoo.binary.convert``). Keyword arguments of ``binarize`` (``input_scale``, XNOR's K;
-``binarize_depthwise``; ``keep``; ...) go to it, the rest to the float builder. Weights, including
+``binarize_depthwise``; ``keep``; the building options ``shortcut``, ``downsample``,
+``threshold``, ``activation``, ``scale``, ``ste`` of ``zoo.binary.options``) go to it, the rest
+to the float builder. Weights, including
 starting a twin from its float model's weights, are ``zoo.factory``'s job.
 """
 
