@@ -105,6 +105,9 @@ def test_resume_of_the_folders_own_run_is_allowed(trained_run, tmp_path):
         prepare_output(out, trained_run / "last.pt", force=False)  # another run's last.pt
     with pytest.raises(RunFolderError, match="holds an earlier run"):
         prepare_output(out, None, force=False)
+    (out / "last.pt").unlink()  # best.pt and summary.csv alone: nothing to resume, still a run
+    with pytest.raises(RunFolderError, match=r"\(best.pt, summary.csv\); pass --force"):
+        prepare_output(out, None, force=False)
 
 
 # ----------------------------------------------------------------------------- the lock

@@ -150,9 +150,10 @@ def prepare_output(out: Path, resume: Path | None, force: bool) -> None:
     if resume is not None and resume.resolve() == (out / "last.pt").resolve():
         return
     if not force:
+        resumable = "pass --resume to continue it, " if "last.pt" in found else ""
         raise RunFolderError(
-            f"{out} holds an earlier run ({', '.join(found)}); pass --resume to continue it, "
-            f"--force to start over (its best.pt is kept as {PREV_BEST}), or another --output"
+            f"{out} holds an earlier run ({', '.join(found)}); {resumable}pass --force to "
+            f"start over (its best.pt is kept as {PREV_BEST}), or another --output"
         )
     kept = _keep_previous_best(out)
     for name in ("last.pt", "summary.csv"):
