@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
@@ -20,7 +21,25 @@ from torchvision.transforms import functional as F
 from zoo.data.config import resolve_data_config
 from zoo.data.images import load_image
 
-__all__ = ["resolve_data_config", "EvalTransform", "create_eval_transform"]
+__all__ = ["resolve_data_config", "EvalTransform", "create_eval_transform", "opencv_resize"]
+
+
+def opencv_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Shorter side to ``size``, the longer one ``int(size * long / short + 0.5)`` (the
+    rounding of the Megvii ShuffleNet-Series ``OpencvResize``; torchvision truncates)."""
+    if height < width:
+        return size, int(size / height * width + 0.5)
+    return int(size / width * height + 0.5), size
+
+
+def opencv_resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """OpenCV ``INTER_LINEAR`` resize of a ``(C, H, W)`` image in 0..255: bilinear at pixel
+    centres without antialiasing, rounded back to 8-bit levels as ``cv2.resize`` returns."""
+    out_size = opencv_size(img.shape[-2], img.shape[-1], size)
+    x = nnf.interpolate(
+        img.float()[None], size=out_size, mode="bilinear", align_corners=False, antialias=False
+    )[0]
+    return x.round().clamp(0, 255)
 
 
 def _interpolation(name: str):
@@ -53,6 +72,9 @@ class EvalTransform(nn.Module):
         self.channel_order = cfg["channel_order"]
         self.value_range = cfg["value_range"]
         self.in_chans = cfg["input_size"][0]
+        self.resize_mode = cfg.get("resize_mode", "torchvision")
+        if self.resize_mode not in ("torchvision", "opencv"):
+            raise ValueError(f"resize_mode must be torchvision or opencv, got {self.resize_mode!r}")
 
     @staticmethod
     def check_layout(img: torch.Tensor) -> None:
@@ -78,9 +100,24 @@ class EvalTransform(nn.Module):
             return img
         return load_image(img, "L" if self.in_chans == 1 else "RGB")
 
+    def _resize(self, img: Any) -> Any:
+        """torchvision's antialiased resize, or OpenCV's (``resize_mode="opencv"``: bilinear,
+        no antialiasing, long side rounded, 8-bit result; returned as a float in [0, 1])."""
+        if self.resize_mode != "opencv":
+            return F.resize(img, self.resize_size, interpolation=self.interpolation, antialias=True)
+        if self.interpolation != InterpolationMode.BILINEAR:
+            raise ValueError("resize_mode='opencv' implements OpenCV's bilinear resize only")
+        if not isinstance(img, torch.Tensor):
+            levels = F.pil_to_tensor(img)
+        elif img.is_floating_point():
+            levels = img * 255
+        else:
+            levels = img
+        return opencv_resize(levels, self.resize_size) / 255
+
     def forward(self, img: Any) -> torch.Tensor:
         img = self._convert_mode(img)
-        img = F.resize(img, self.resize_size, interpolation=self.interpolation, antialias=True)
+        img = self._resize(img)
         img = F.center_crop(img, self.crop_size)
         x = self._to_tensor(img)
         if self.in_chans == 3 and x.shape[0] == 1:
@@ -96,7 +133,8 @@ class EvalTransform(nn.Module):
         return (
             f"{type(self).__name__}(resize_size={self.resize_size}, crop_size={self.crop_size}, "
             f"interpolation={self.interpolation.value}, mean={self.mean}, std={self.std}, "
-            f"channel_order={self.channel_order}, value_range={list(self.value_range)})"
+            f"channel_order={self.channel_order}, value_range={list(self.value_range)}, "
+            f"resize_mode={self.resize_mode})"
         )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "fit_state_to_model",
     "load_pretrained",
     "local_manifest",
+    "manual_file",
     "resolve_weights",
     "strict_load",
 ]
@@ -127,8 +128,29 @@ def resolve_weights(
         raise TypeError(
             f"pretrained must be True, a weight tag or a file path, got {tag_or_path!r}"
         )
+    if any(f.manual for f in manifest.files):
+        return manual_file(manifest), manifest
     path, _ = hub.fetch(manifest.files, manifest.name, weights_dir=weights_dir(), progress=progress)
     return path, manifest
+
+
+def manual_file(manifest: Manifest) -> Path:
+    """The cached copy of a checkpoint that must be downloaded by hand (no stable URL),
+    verified against the manifest's size/hashes when it records any; a missing file raises
+    ``WeightsError`` naming the download page and the path to put it at."""
+    spec = next(f for f in manifest.files if f.manual)
+    dest = hub.cache_dir() / spec.file_name
+    if not dest.is_file():
+        raise WeightsError(
+            f"pretrained weights {manifest.name!r} cannot be downloaded automatically (the "
+            f"authors publish them on a share without stable URLs). Download them by hand from "
+            f"{spec.manual}{' (' + manifest.notes + ')' if manifest.notes else ''}, then save "
+            f"the file as {dest} (set ZOO_HOME for another cache folder), or pass it directly: "
+            f"zoo.create({manifest.arch!r}, pretrained='/path/to/the/file')."
+        )
+    hub.verify_file(dest, spec, what=f"{manifest.name}: {dest}")
+    _logger.info("%s: using the hand-downloaded %s", manifest.name, dest)
+    return dest
 
 
 def local_manifest(arch: str, path: str | os.PathLike) -> Manifest | None:

@@ -20,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from zoo.pretrained.hub import ManifestError
+from zoo.pretrained.errors import ManifestError
 
 __all__ = [
     "WeightFile",
@@ -32,10 +32,12 @@ __all__ = [
     "find_by_file_name",
     "clear_cache",
     "CONVERTERS",
+    "RESIZE_MODES",
 ]
 
 SCHEMA_VERSION = 1
-CONVERTERS = ("zoo", "torchvision", "timm", "pytorchcv", "pytorchcv_shufflenet_v1")
+CONVERTERS = ("zoo", "torchvision", "timm", "pytorchcv", "pytorchcv_shufflenet_v1", "megvii")
+RESIZE_MODES = ("torchvision", "opencv")
 _HEX = set("0123456789abcdef")
 
 _DEFAULT_PREPROCESSING: dict[str, Any] = {
@@ -69,11 +71,14 @@ def weights_dir() -> Path:
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One downloadable (``url``) or shipped (``file``) checkpoint and how to verify it."""
+    """One downloadable (``url``), shipped (``file``) or hand-downloaded (``manual``: the page
+    to get it from; it is then expected as ``file_name`` in the cache) checkpoint and how to
+    verify it."""
 
     file_name: str
     url: str | None = None
     file: str | None = None
+    manual: str | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
     sha1: str | None = None
@@ -91,10 +96,13 @@ class WeightFile:
         unknown = set(d) - known
         if unknown:
             raise ManifestError(f"{where}: unknown file field(s) {sorted(unknown)}")
-        if bool(d.get("url")) == bool(d.get("file")):
-            raise ManifestError(f"{where}: give exactly one of 'url' or 'file'")
+        if sum(bool(d.get(k)) for k in ("url", "file", "manual")) != 1:
+            raise ManifestError(f"{where}: give exactly one of 'url', 'file' or 'manual'")
+        if d.get("manual") and not d.get("file_name"):
+            raise ManifestError(f"{where}: a manual download needs the 'file_name' to save it as")
         d = dict(d)
-        d.setdefault("file_name", Path(d.get("file") or d["url"].split("?")[0]).name)
+        if "file_name" not in d:
+            d["file_name"] = Path(d.get("file") or d["url"].split("?")[0]).name
         if d["file_name"].endswith(".zip") and "archive" not in d:
             d["archive"] = "zip"
             d["file_name"] = d["file_name"][: -len(".zip")]
@@ -170,7 +178,7 @@ class Manifest:
 
 def _resolve_preprocessing(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Fill defaults and derive ``crop_size``/``resize_size`` (timm: floor(crop / crop_pct))."""
-    unknown = set(raw) - set(_DEFAULT_PREPROCESSING) - {"resize_size", "crop_size"}
+    unknown = set(raw) - set(_DEFAULT_PREPROCESSING) - {"resize_size", "crop_size", "resize_mode"}
     if unknown:
         raise ManifestError(f"{where}: unknown preprocessing field(s) {sorted(unknown)}")
     p = {**_DEFAULT_PREPROCESSING, **raw}
@@ -185,6 +193,8 @@ def _resolve_preprocessing(raw: dict[str, Any], where: str) -> dict[str, Any]:
         p["resize_size"] = math.floor(p["crop_size"] / float(p["crop_pct"]))
     else:
         p["crop_pct"] = p["crop_size"] / int(raw["resize_size"])
+    if p.get("resize_mode", "torchvision") not in RESIZE_MODES:
+        raise ManifestError(f"{where}: resize_mode must be one of {RESIZE_MODES}")
     if p["channel_order"] not in ("RGB", "BGR", "L"):
         raise ManifestError(f"{where}: channel_order must be RGB, BGR or L")
     if p["interpolation"] not in ("nearest", "bilinear", "bicubic"):
