@@ -123,11 +123,15 @@ SHUFFLENET_V1_TABLES = {
         (1.0, 4): 1968344,
         (1.0, 8): 2434768,
     },
+    # Megvii ShuffleNet-Series ShuffleNetV1/README.md: (MFLOPs, top-1 error) of each
+    # checkpoint they publish (their g=8 models use the paper's g=8 widths).
     "megvii": {
         (1.0, 3): (138, 32.2),
         (1.0, 8): (138, 32.0),
         (2.0, 3): (524.1, 25.9),
+        (2.0, 8): (522, 27.1),
         (1.5, 3): (292.4, 28.4),
+        (1.5, 8): (290, 29.0),
         (0.5, 3): (38, 42.7),
         (0.5, 8): (40, 41.2),
     },
@@ -186,6 +190,26 @@ _V2_SHUFFLE = {
     "shufflenet_v2_x2_0": _shufflenet_v2(591e6, 7393996, 25.1, 76.230, 7.4e6),
 }
 
+# The authors' released layout (``*_megvii`` variants): their README's FLOPs (the paper's
+# complexity, 146/299/591M, belongs to this architecture) and top-1 error.
+_MEGVII_README = "Megvii ShuffleNet-Series ShuffleNetV2/README.md"
+
+
+def _shufflenet_v2_megvii(macs: float, params_m: float, err: float):
+    return _figs(
+        macs=(macs, _MEGVII_README),
+        params_paper=(params_m, _MEGVII_README + " (rounded)"),
+        top1=(100 - err, _MEGVII_README),
+    )
+
+
+_V2_SHUFFLE_MEGVII = {
+    "shufflenet_v2_x0_5_megvii": _shufflenet_v2_megvii(41e6, 1.4e6, 38.9),
+    "shufflenet_v2_x1_0_megvii": _shufflenet_v2_megvii(146e6, 2.3e6, 30.6),
+    "shufflenet_v2_x1_5_megvii": _shufflenet_v2_megvii(299e6, 3.5e6, 27.4),
+    "shufflenet_v2_x2_0_megvii": _shufflenet_v2_megvii(591e6, 7.4e6, 25.0),
+}
+
 # ----------------------------------------------------------------------------- AlexNet, ResNet
 
 _TV_ALEX = "torchvision AlexNet_Weights.IMAGENET1K_V1 meta"
@@ -221,7 +245,7 @@ _BINARY = {
 }
 
 PUBLISHED: dict[str, dict[str, Figure]] = {
-    **_SQ, **_V1, **_V2, **_V1_SHUFFLE, **_V2_SHUFFLE, **_CLASSIC, **_BINARY,
+    **_SQ, **_V1, **_V2, **_V1_SHUFFLE, **_V2_SHUFFLE, **_V2_SHUFFLE_MEGVII, **_CLASSIC, **_BINARY,
 }  # fmt: skip
 
 # ----------------------------------------------------------------------------- quoted figures
