@@ -46,7 +46,7 @@ def check_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(
-            f"{what} {path} is a directory, not a file; pass the file inside it (e.g. "
+            f"{what} {path} is a directory, not a file; pass the weights file inside it (e.g. "
             f"{path / 'best.pt'}, or a .pth / .safetensors file), not the folder that holds it."
         )
     if not path.is_file():

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.classes import class_index
+from zoo.data.classes import ClassMismatchError, class_index
 from zoo.factory import create, is_file_spec
 
 __all__ = ["distillation_loss", "DistillationLoss", "load_teacher"]
@@ -102,18 +102,22 @@ def load_teacher(
         )
     n_out = int(teacher.num_classes)
     names = list(teacher.pretrained_cfg.get("categories") or []) or None
-    if names is None and n_out != num_classes:
-        raise ValueError(
-            f"teacher {spec!r} predicts {n_out} classes but the data has {num_classes}; "
-            f"fine-tune it first (`zoo finetune {spec} --data DIR`) and pass the resulting "
-            "best.pt as --teacher"
-        )
-    folder = list(class_names) if class_names is not None else [str(i) for i in range(n_out)]
-    index = class_index(folder, names if class_names is not None else None, n_out)
-    if len(index) != num_classes:
-        raise ValueError(
-            f"teacher {spec!r}: {len(index)} class names given for {num_classes} classes"
-        )
+    if class_names is None or names is None:
+        if n_out != num_classes:
+            raise ValueError(
+                f"teacher {spec!r} predicts {n_out} classes but the data has {num_classes}; "
+                f"fine-tune it first (`zoo finetune {spec} --data DIR`) and pass the resulting "
+                "best.pt as --teacher"
+            )
+        index = torch.arange(n_out)
+    else:
+        try:
+            index = class_index(list(class_names), names, n_out)
+        except ClassMismatchError as e:
+            raise ValueError(
+                f"teacher {spec!r}: {e}; the teacher must predict the same classes as the "
+                "student (train it on the same class folders)"
+            ) from e
     teacher.requires_grad_(False)
     if not torch.equal(index, torch.arange(n_out)):
         teacher = _SelectOutputs(teacher, index)
