@@ -24,7 +24,11 @@ def test_resolution_rows_count_at_their_resolution():
     table = next(t for t in PAPER_TABLES if "resolution" in t.title)
     macs = {mr.row.resolution: mr.measured["macs"] for mr in measure_table(table)}
     assert macs[128] < macs[160] < macs[192] < macs[224]
-    assert abs(macs[128] / 186e6 - 1) < 0.02  # paper Table 7
+    # paper Table 7 (whole MFLOPs). Measured: -0.046 % at 224, +0.029 % at 192, +0.233 % at
+    # 160, +0.215 % at 128, so 0.3 % holds (2 % let a wrong resolution's count through).
+    paper = {224: 569e6, 192: 418e6, 160: 290e6, 128: 186e6}
+    for res, figure in paper.items():
+        assert abs(macs[res] / figure - 1) < 0.003, res
 
 
 def test_plot_is_a_png(tmp_path):
