@@ -15,9 +15,17 @@ from collections.abc import Sequence
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 
 from zoo import factory
+from zoo.cli_errors import (
+    ArgumentParser,
+    error_message,
+    int_range,
+    output_file,
+    positive_int,
+    pretrained_option,
+    run_command,
+)
 from zoo.compress.accounting import size_report
 from zoo.compress.pipeline import deep_compress
 from zoo.compress.prune import PAPER_DENSITY
@@ -26,8 +34,9 @@ from zoo.pretrained.hub import WeightsError
 
 __all__ = ["main", "build_parser"]
 
+BITS = int_range(1, 16)  # k-means codebook and relative-index widths
+
 console = Console()
-errors = Console(stderr=True)
 
 
 def _sparsity(text: str) -> float | str:
@@ -44,16 +53,23 @@ def _sparsity(text: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo compress",
         description="Prune, share weights (k-means) and Huffman-code a zoo model into a file; "
         "'zoo compress inspect FILE' prints the size table of an existing file.",
     )
     p.add_argument("name", help="zoo model name, e.g. squeezenet1_0")
     p.add_argument("--checkpoint", help="a zoo training checkpoint to compress (default: init)")
-    p.add_argument("--pretrained", default=None, help="weight tag or file for zoo.create")
-    p.add_argument("--num-classes", type=int, default=None, help="[the weights', else 1000]")
-    p.add_argument("--in-chans", type=int, default=None, help="[the weights', else 3]")
+    p.add_argument(
+        "--pretrained",
+        type=pretrained_option,
+        default=None,
+        help="'true' (the default weights), a weight tag or a weights file",
+    )
+    p.add_argument(
+        "--num-classes", type=positive_int, default=None, help="[the weights', else 1000]"
+    )
+    p.add_argument("--in-chans", type=positive_int, default=None, help="[the weights', else 3]")
     p.add_argument(
         "--sparsity",
         type=_sparsity,
@@ -61,18 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of weights pruned per layer, or 'paper' for the published per-layer "
         "rates (alexnet, squeezenet1_0) [default: paper]",
     )
-    p.add_argument("--bits", type=int, default=8, help="shared-value bits of conv layers")
-    p.add_argument("--fc-bits", type=int, default=None, help="bits of linear layers [= --bits]")
-    p.add_argument("--index-bits", type=int, default=8, help="relative-index bits, conv")
-    p.add_argument("--fc-index-bits", type=int, default=5, help="relative-index bits, linear")
-    p.add_argument("--out", default=None, help="output file [NAME-<bits>bit.zdc]")
+    p.add_argument("--bits", type=BITS, default=8, help="shared-value bits of conv layers")
+    p.add_argument("--fc-bits", type=BITS, default=None, help="bits of linear layers [= --bits]")
+    p.add_argument("--index-bits", type=BITS, default=8, help="relative-index bits, conv")
+    p.add_argument("--fc-index-bits", type=BITS, default=5, help="relative-index bits, linear")
+    p.add_argument("--out", type=output_file, default=None, help="output file [NAME-<bits>bit.zdc]")
     p.add_argument("--seed", type=int, default=0, help="seed for the random init")
     p.add_argument("--json", action="store_true", help="print the totals as JSON too")
     return p
 
 
 def _inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo compress inspect", description="size table of a file")
+    p = ArgumentParser(prog="zoo compress inspect", description="size table of a file")
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="also decode every layer")
     return p
@@ -132,14 +148,18 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``zoo compress``: compress NAME into a file, or ``inspect FILE``; 0 ok, 2 bad input."""
+    return run_command("zoo compress", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "inspect":
             return run_inspect(_inspect_parser().parse_args(argv[1:]))
         return run_compress(build_parser().parse_args(argv))
     except (ValueError, KeyError, TypeError, FileNotFoundError, WeightsError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        errors.print(f"[red]error:[/red] {escape(str(message))}", soft_wrap=True)
+        print(f"zoo compress: error: {error_message(err)}", file=sys.stderr, flush=True)
         return 2
 
 

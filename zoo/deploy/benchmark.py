@@ -37,6 +37,14 @@ from zoo.binary.kernels.bench import (
     layer_table,
     module_time_split,
 )
+from zoo.cli_errors import (
+    ArgumentParser,
+    image_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from zoo.counting import layer_macs
 from zoo.deploy.fuse import fuse as fuse_model
 from zoo.deploy.fuse import fuse_and_pack
@@ -274,17 +282,21 @@ def twins_of(name: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo benchmark",
         description="Time zoo models against torchvision/timm/pytorchcv on this CPU.",
     )
     p.add_argument("--models", nargs="+", help="fnmatch patterns (default: all with a peer)")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    p.add_argument("--repeats", type=int, default=15, help="timed runs per model (median)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--min-run-ms", type=float, default=50.0, help="length of one timed run")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 32])
+    p.add_argument("--repeats", type=positive_int, default=15, help="timed runs per model (median)")
+    p.add_argument("--warmup", type=non_negative_int, default=2)
+    p.add_argument(
+        "--min-run-ms", type=positive_float, default=50.0, help="length of one timed run"
+    )
+    p.add_argument("--input-size", type=image_size, default=224)
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: torch's)"
+    )
     p.add_argument(
         "--timer",
         choices=["wall", "cpu"],
@@ -330,15 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``zoo benchmark``: time, print a summary, write the Markdown report and the plot."""
+    return run_command("zoo benchmark", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be >= 1", file=sys.stderr)
-            return 2
+    if args.threads is not None:  # ranges are checked by the parser's types
         torch.set_num_threads(args.threads)
-    if args.repeats < 1 or any(b < 1 for b in args.batch_sizes):
-        print("error: --repeats and --batch-sizes must be >= 1", file=sys.stderr)
-        return 2
     try:
         names = select_models(args.models)
     except ValueError as err:

@@ -8,6 +8,19 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.cli_errors import (
+    ArgumentParser,
+    device_option,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    open_fraction,
+    output_dir,
+    positive_float,
+    positive_int,
+    pretrained_option,
+    probability,
+)
 from zoo.data.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 
 __all__ = ["add_training_args", "build_train_parser", "build_finetune_parser"]
@@ -31,27 +44,27 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     )
     src.add_argument(
         "--val-fraction",
-        type=float,
+        type=open_fraction,
         default=0.2,
         help="share of each class held out when DIR has no val/ folder",
     )
     src.add_argument("--split-seed", type=int, default=0, help="seed of that split")
     src.add_argument(
         "--train-subset",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="train on N images picked with --seed (0: all)",
     )
     src.add_argument(
         "--val-subset",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="validate on N images picked with --seed (0: all)",
     )
     src.add_argument(
-        "--img-size", type=int, default=None, help="input resolution (default: the model's)"
+        "--img-size", type=image_size, default=None, help="input resolution (default: the model's)"
     )
     src.add_argument(
         "--in-chans",
@@ -62,13 +75,15 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     )
     src.add_argument(
         "--scale-min",
-        type=float,
+        type=probability,
         default=0.35 if finetune else 0.08,
         help="lower bound of RandomResizedCrop's area scale",
     )
-    src.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    src.add_argument("--hflip", type=probability, default=0.5, help="horizontal flip probability")
     src.add_argument("--no-aug", action="store_true", help="train on the eval transform")
-    src.add_argument("--workers", type=int, default=2, help="data loading processes per rank")
+    src.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data loading processes per rank"
+    )
     src.add_argument(
         "--no-verify-images",
         action="store_true",
@@ -76,35 +91,43 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     )
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10 if finetune else 90)
+    opt.add_argument("--epochs", type=positive_int, default=10 if finetune else 90)
     opt.add_argument(
         "--batch-size",
         "-b",
-        type=int,
+        type=positive_int,
         default=64 if finetune else 128,
         help="images per process and step",
     )
     opt.add_argument("--opt", choices=["sgd", "adamw"], default="adamw" if finetune else "sgd")
     opt.add_argument(
         "--lr",
-        type=float,
+        type=positive_float,
         default=None,
         help="peak learning rate (default: sgd 0.1 train / 0.01 finetune, adamw 1e-3)",
     )
-    opt.add_argument("--momentum", type=float, default=0.9)
+    opt.add_argument("--momentum", type=probability, default=0.9)
     opt.add_argument("--nesterov", action="store_true")
     opt.add_argument(
-        "--weight-decay", type=float, default=None, help="(default: sgd 1e-4, adamw 0.05)"
+        "--weight-decay",
+        type=non_negative_float,
+        default=None,
+        help="(default: sgd 1e-4, adamw 0.05)",
     )
-    opt.add_argument("--warmup-epochs", type=float, default=0.0 if finetune else 1.0)
+    opt.add_argument("--warmup-epochs", type=non_negative_float, default=0.0 if finetune else 1.0)
     opt.add_argument(
-        "--warmup-factor", type=float, default=0.01, help="lr factor at the first warm-up step"
+        "--warmup-factor",
+        type=probability,
+        default=0.01,
+        help="lr factor at the first warm-up step",
     )
     opt.add_argument(
-        "--min-lr-factor", type=float, default=0.0, help="final lr as a fraction of --lr"
+        "--min-lr-factor", type=probability, default=0.0, help="final lr as a fraction of --lr"
     )
-    opt.add_argument("--label-smoothing", type=float, default=0.1)
-    opt.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0: off)")
+    opt.add_argument("--label-smoothing", type=probability, default=0.1)
+    opt.add_argument(
+        "--grad-clip", type=non_negative_float, default=0.0, help="max gradient norm (0: off)"
+    )
     opt.add_argument(
         "--amp",
         choices=["auto", "off", "bf16", "fp16"],
@@ -116,6 +139,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     if finetune:
         kd.add_argument(
             "--pretrained",
+            type=pretrained_option,
             default="auto",
             metavar="TAG_OR_PATH",
             help="weights to start from: 'auto' (the model's default weights if "
@@ -130,7 +154,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         )
         kd.add_argument(
             "--freeze-epochs",
-            type=int,
+            type=non_negative_int,
             default=0,
             metavar="N",
             help="train only the new classifier for the first N epochs",
@@ -138,6 +162,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     else:
         kd.add_argument(
             "--pretrained",
+            type=pretrained_option,
             default=None,
             metavar="TAG_OR_PATH",
             help="start from these weights (tag, weights file or zoo checkpoint)",
@@ -148,10 +173,10 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         metavar="NAME_OR_CKPT",
         help="distil from this teacher (a zoo checkpoint trained on the same classes)",
     )
-    kd.add_argument("--kd-temperature", type=float, default=4.0, metavar="T")
+    kd.add_argument("--kd-temperature", type=positive_float, default=4.0, metavar="T")
     kd.add_argument(
         "--kd-alpha",
-        type=float,
+        type=probability,
         default=0.5,
         metavar="A",
         help="weight of the soft (teacher) term; 1-A goes to the labels",
@@ -161,6 +186,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     run_g.add_argument(
         "--output",
         "-o",
+        type=output_dir,
         default=None,
         help="folder for last.pt, best.pt, summary.csv (default: output/<command>/<model>)",
     )
@@ -174,7 +200,9 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     )
     run_g.add_argument("--force", action="store_true", help="start over in a used --output")
     run_g.add_argument("--seed", type=int, default=42)
-    run_g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run_g.add_argument(
+        "--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N"
+    )
     run_g.add_argument("--no-progress", action="store_true", help="no progress bars")
     run_g.add_argument(
         "--rank-digest",
@@ -186,7 +214,7 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Parser of ``zoo train`` / ``scripts/train.py``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo train",
         description="Train a zoo model on an image folder or Fashion-MNIST; run it under "
         "`torchrun --nproc_per_node=N` for data-parallel training.",
@@ -197,7 +225,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def build_finetune_parser() -> argparse.ArgumentParser:
     """Parser of ``zoo finetune`` / ``scripts/finetune.py``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo finetune",
         description="Fine-tune a zoo model on an image folder (DIR/CLASS/*.png, or DIR/train "
         "and DIR/val): new classifier for the folder's classes, optional frozen backbone, "

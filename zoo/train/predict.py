@@ -22,6 +22,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from zoo.cli_errors import (
+    ArgumentParser,
+    device_option,
+    error_message,
+    is_user_error,
+    positive_int,
+    run_command,
+)
 from zoo.data.folder import IMG_EXTENSIONS, build_transform, resolve_data_cfg, verify_image
 from zoo.factory import create, is_file_spec
 from zoo.pretrained.hub import WeightsError
@@ -32,15 +40,15 @@ __all__ = ["build_parser", "main", "predict", "expand_images"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of ``zoo predict`` / ``scripts/predict.py``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo predict",
         description="Classify images with a checkpoint written by `zoo train` or `zoo finetune`.",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a zoo checkpoint (best.pt / last.pt)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    p.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--topk", "-k", type=positive_int, default=5, help="classes to show per image")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", type=device_option, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     return p
 
@@ -139,12 +147,18 @@ def _print_result(r: dict[str, Any], as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``zoo predict``: print the top-k classes of every image; 0 ok, 1 some unreadable, 2 error."""
+    return run_command("zoo predict", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results = predict(args.checkpoint, args.images, args.topk, args.device, args.batch_size)
     except (OSError, WeightsError, ValueError, TypeError) as e:
-        print(f"zoo predict: error: {e}", file=sys.stderr, flush=True)
-        return 2
+        if not is_user_error(e):
+            raise  # a bug: run_command shows the traceback
+        print(f"zoo predict: error: {error_message(e)}", file=sys.stderr, flush=True)
+        return 2  # the checkpoint or an image given cannot be used
     for r in results:
         _print_result(r, args.json)
     bad = sum("error" in r for r in results)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from zoo.binary.layers import is_binary
 from zoo.binary.packing import save_binary
+from zoo.cli_errors import ArgumentParser, error_message, output_dir, run_command
 from zoo.data.fashion_mnist import FashionMNIST
 from zoo.data.folder import build_transform, resolve_data_cfg
 from zoo.factory import create
@@ -228,29 +230,46 @@ def _becomes_default(wdir: Path, arch: str, tag: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo publish",
         description="Package a training checkpoint as a shipped weight set (file + manifest).",
     )
     p.add_argument("checkpoint", nargs="+", help="last.pt / best.pt of `zoo train` runs")
     p.add_argument("--tag", required=True, help="weight tag, e.g. fashion_mnist")
-    p.add_argument("--weights-dir", default="weights", help="manifest folder (default: weights)")
+    p.add_argument(
+        "--weights-dir",
+        type=output_dir,
+        default="weights",
+        help="manifest folder (default: weights)",
+    )
     p.add_argument("--license", default="Apache-2.0")
     p.add_argument("--notes", default="")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace an already published ARCH.TAG")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``zoo publish CKPT... --tag TAG``: 0 when every checkpoint is published, else 2."""
+    return run_command("zoo publish", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     for ckpt in args.checkpoint:
         try:
             load_checkpoint(ckpt)
             path = publish(
-                ckpt, args.tag, args.weights_dir, args.license, args.notes, not args.no_progress
+                ckpt,
+                args.tag,
+                args.weights_dir,
+                args.license,
+                args.notes,
+                not args.no_progress,
+                force=args.force,
             )
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}")
+        except (ValueError, FileNotFoundError) as err:  # a bad checkpoint or tag: say which
+            print(f"zoo publish: error: {error_message(err)}", file=sys.stderr, flush=True)
             return 2
         m = json.loads(path.read_text())
         top1 = m["metrics"].get("top1")

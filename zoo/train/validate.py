@@ -25,6 +25,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zoo.catalog import list_models
+from zoo.cli_errors import (
+    ArgumentParser,
+    device_option,
+    image_size,
+    non_negative_int,
+    output_file,
+    positive_int,
+    pretrained_option,
+    run_command,
+)
 from zoo.data.classes import class_index
 from zoo.data.folder import (
     ImageFolderError,
@@ -73,7 +83,7 @@ RESULT_FIELDS = [
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of ``zoo validate`` / ``scripts/validate.py``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="zoo validate",
         description="Evaluate models on an image folder (DIR/CLASS/*.png): top-1, top-5, loss "
         "and images/s, one CSV row per model.",
@@ -98,22 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pretrained",
+        type=pretrained_option,
         default=None,
         metavar="TAG",
         help="registered weights for named models ('true' for the default tag)",
     )
     p.add_argument(
         "--num-classes",
-        type=int,
+        type=positive_int,
         default=None,
         help="classifier size of a named model without checkpoint (default: 1000 "
         "with --pretrained, else the number of class folders)",
     )
     p.add_argument("--in-chans", type=int, choices=[1, 3], default=None)
-    p.add_argument("--img-size", type=int, default=None, help="override the model's input size")
-    p.add_argument("--batch-size", "-b", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--img-size", type=image_size, default=None, help="override the model's input size"
+    )
+    p.add_argument("--batch-size", "-b", type=positive_int, default=128)
+    p.add_argument("--workers", type=non_negative_int, default=2)
+    p.add_argument("--device", type=device_option, default="auto")
     p.add_argument(
         "--amp",
         choices=["auto", "off", "bf16", "fp16"],
@@ -122,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--results-file",
+        type=output_file,
         default=None,
         metavar="CSV",
         help="append one row per model to this CSV (created if missing)",
@@ -314,6 +328,10 @@ def validate_models(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``zoo validate``: evaluate every model given; returns 0, or 2 if any failed."""
+    return run_command("zoo validate", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.checkpoint and len(args.models) != 1:
         build_parser().error("--checkpoint goes with exactly one model name")
