@@ -18,8 +18,9 @@ def test_info_shows_measured_beside_published(capsys):
 
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["info", "shufflenet_g33"]) == 2
-    out = capsys.readouterr().out
-    assert "Did you mean" in out and "shufflenet_g3" in out
+    captured = capsys.readouterr()
+    assert "Did you mean" in captured.err and "shufflenet_g3" in captured.err
+    assert captured.out == ""  # errors go to stderr, never into the listing on stdout
 
 
 def test_list_filters_by_pattern(capsys):

@@ -1,39 +1,69 @@
-"""The ``zoo`` command: argument parsing only; every subcommand calls library functions."""
+"""The ``zoo`` command: argument parsing only; every subcommand calls library functions and
+every error goes through ``zoo.cli_errors.run_command`` (one line on stderr, exit 1 or 2)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 import zoo
-from zoo.data import FashionMNIST, write_image_folder
+from zoo.cli_errors import (
+    ArgumentParser,
+    image_size,
+    output_dir,
+    output_file,
+    positive_int,
+    run_command,
+)
+from zoo.list_figures import MEASURED
 from zoo.pretrained import get_manifest
-from zoo.pretrained.hub import WeightsError
 from zoo.registry import get_cfg
-from zoo.reproduce import format_figure, write_tables
-from zoo.train.validate import validate_models
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "measure_figures", "write_figures_module"]
 
 # Piped or captured output would otherwise be cut to rich's default 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
-# Subcommands whose parser and logic live in a library module's ``main(argv)``.
+DESCRIPTION = """\
+zoo: compact and binary CNNs (SqueezeNet, MobileNet, ShuffleNet, AlexNet, ResNet-18 and
+their bwn_/xnor_ 1-bit twins) with their paper figures, pretrained weights, training,
+validation, compression and ONNX export.
+
+Run 'zoo COMMAND --help' for the options of a command."""
+
+EXAMPLES = """\
+examples:
+  zoo list 'shufflenet*'                          models, params, MACs, top-1
+  zoo info mobilenet_v2 --input-size 160          one model, measured vs published
+  zoo dataset fashion-mnist data/fm --limit-per-class 100
+  zoo train shufflenet_v2_x0_5 --data data/fm --epochs 10 -o runs/sv2
+  zoo predict runs/sv2/best.pt photo.png          top-5 classes of an image
+  zoo export mobilenet_v2 --pretrained true --onnx mv2.onnx"""
+
+
+class Delegated(NamedTuple):
+    """A subcommand whose parser and logic live in a library module's ``main(argv)``."""
+
+    module: str
+    help: str
+
+
 DELEGATED = {
-    "train": ("zoo.train.run", "train a model (single process or under torchrun)"),
-    "validate": ("zoo.train.validate", "top-1/top-5 of a model on an ImageFolder"),
-    "finetune": ("zoo.train.finetune", "fine-tune a model on an ImageFolder"),
-    "predict": ("zoo.train.predict", "top-k classes of images from a checkpoint"),
-    "benchmark": ("zoo.deploy.benchmark", "time zoo models against their peers"),
-    "export": ("zoo.deploy.export", "export a model to ONNX"),
-    "compress": ("zoo.compress.cli", "Deep Compression of a model"),
-    "publish": ("zoo.train.publish", "package a training run as a shipped weight set"),
+    "train": Delegated("zoo.train.run", "train a model on an image folder or Fashion-MNIST"),
+    "finetune": Delegated("zoo.train.finetune", "fine-tune a pretrained model on your classes"),
+    "validate": Delegated("zoo.train.validate", "top-1/top-5 of models on an image folder"),
+    "predict": Delegated("zoo.train.predict", "top-k classes of images, from a checkpoint"),
+    "export": Delegated("zoo.deploy.export", "export a model to ONNX, checked in onnxruntime"),
+    "benchmark": Delegated("zoo.deploy.benchmark", "time zoo models against their peers"),
+    "compress": Delegated("zoo.compress.cli", "Deep Compression (prune, share, Huffman)"),
+    "publish": Delegated("zoo.train.publish", "package a training run as a weight set"),
 }
 
 
@@ -41,21 +71,58 @@ def _fmt_macs(macs: float) -> str:
     return f"{macs / 1e6:,.1f}M"
 
 
+def measure_figures(
+    names: Sequence[str], progress: bool = True
+) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+    """(params, MACs, input size) of each name, measured now with ``zoo.count`` (a progress
+    bar on stderr while it runs: about 0.3 s a model)."""
+    out = {}
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("counting", total=len(names))
+        for name in names:
+            c = zoo.count(name, fvcore=False)  # arch.tag: the weights' variant, never downloaded
+            out[name] = (c.params, int(c.macs), tuple(c.input_size))
+            bar.advance(task)
+    return out
+
+
+def write_figures_module(path: str) -> int:
+    """Regenerate ``zoo/list_figures.py`` (the figures ``zoo list`` shows without counting)."""
+    names = zoo.list_models("*") + zoo.list_models("*", pretrained=True)
+    figures = measure_figures(names)
+    lines = [
+        '"""Params and MACs of every registered model and weight set, measured with zoo.count',
+        "(conv+linear MACs at the model's input size), so that ``zoo list`` need not build 120",
+        "models. Generated by ``zoo.cli.write_figures_module``; tests/test_cli_errors.py checks",
+        'it against zoo.count."""',
+        "",
+        "MEASURED: dict[str, tuple[int, int, tuple[int, ...]]] = {",
+        *(f"    {n!r}: {figures[n]!r}," for n in sorted(figures)),
+        "}",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(figures)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
-    table = Table(title=f"{len(names)} models matching {args.pattern!r}")
+    todo = names if args.count else [n for n in names if n not in MEASURED]
+    figures = {**MEASURED, **measure_figures(todo, progress=not args.no_progress)}
+    how = "measured now" if args.count else "measured at release (--count: measure now)"
+    table = Table(title=f"{len(names)} models matching {args.pattern!r}; params, MACs {how}")
     top1_col = "weights' top-1" if args.pretrained else "published top-1"
-    for col in ("name", "family", "params", "MACs", top1_col):
+    for col in ("name", "family", "params", "MACs", "input", top1_col):
         table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
     for name in names:
-        cfg = get_cfg(name)
-        c = zoo.count(name, fvcore=False)  # arch.tag: the weights' variant, never downloaded
-        top1 = _top1(name, cfg.published)
+        params, macs, size = figures[name]
+        top1 = _top1(name, get_cfg(name).published)
         table.add_row(
             name,
-            cfg.family,
-            f"{c.params:,}",
-            _fmt_macs(c.macs),
+            get_cfg(name).family,
+            f"{params:,}",
+            _fmt_macs(macs),
+            f"{size[-1]}px",
             f"{top1:.1f}" if top1 is not None else "-",
         )
     console.print(table)
@@ -110,11 +177,16 @@ def _pub(published: dict, key: str, fmt: Callable[[float], str] | None = None) -
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    # Loaded on use: validation and the tables pull in torchvision and matplotlib, which
+    # every other command (and `zoo list`'s start-up time) can do without.
+    reproduce = importlib.import_module("zoo.reproduce")
     accuracy = None
     if args.imagenet:
-        accuracy = validate_models(args.pattern, args.imagenet)
+        accuracy = importlib.import_module("zoo.train.validate").validate_models(
+            args.pattern, args.imagenet
+        )
     with console.status("measuring every registered model..."):
-        rows = write_tables(args.out, args.pattern, accuracy, args.plot)
+        rows = reproduce.write_tables(args.out, args.pattern, accuracy, args.plot)
     table = Table(title="Published vs measured complexity")
     for col in ("model", "quantity", "published", "measured", "diff", "ok"):
         table.add_column(col, justify="left" if col in ("model", "quantity") else "right")
@@ -123,8 +195,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         table.add_row(
             r.model,
             r.quantity,
-            format_figure(r.quantity, r.published),
-            format_figure(r.quantity, r.measured),
+            reproduce.format_figure(r.quantity, r.published),
+            reproduce.format_figure(r.quantity, r.measured),
             f"{r.diff:+.1%}",
             verdict,
         )
@@ -144,29 +216,34 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
+    data = importlib.import_module("zoo.data")  # torchvision-free, but only this command needs it
     for split in args.splits:
-        ds = FashionMNIST(args.root, train=split == "train")
-        out = write_image_folder(ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class)
+        ds = data.FashionMNIST(args.root, train=split == "train")
+        out = data.write_image_folder(
+            ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class
+        )
         console.print(f"{split}: wrote {sum(1 for _ in out.rglob('*.png'))} images to {out}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list registered models with params and MACs")
+def _add_own_commands(sub: Any) -> None:
+    p = sub.add_parser("list", help="models with params, MACs and top-1 (fast: no counting)")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'shufflenet*'")
     p.add_argument(
         "--pretrained", action="store_true", help="only models with weights, as arch.tag"
     )
+    p.add_argument(
+        "--count", action="store_true", help="measure params and MACs now (~0.3 s a model)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while counting")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("info", help="one model's metadata, measured and published figures")
-    p.add_argument("name")
-    p.add_argument("--input-size", type=int, default=None, help="square input side, e.g. 160")
+    p = sub.add_parser("info", help="one model: metadata, measured and published figures")
+    p.add_argument("name", help="model name or arch.tag, e.g. mobilenet_v2")
+    p.add_argument("--input-size", type=image_size, default=None, help="square side, e.g. 160")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("reproduce", help="rebuild the papers' complexity tables into docs/")
-    p.add_argument("--out", default="docs/tables.md")
-    p.add_argument("--plot", default="docs/accuracy_vs_macs.png")
+    p.add_argument("--out", type=output_file, default="docs/tables.md")
+    p.add_argument("--plot", type=output_file, default="docs/accuracy_vs_macs.png")
     p.add_argument("--pattern", default="*")
     p.add_argument(
         "--imagenet",
@@ -177,34 +254,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("summary", help="binary-aware per-layer summary of a model")
     p.add_argument("name")
-    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--input-size", type=image_size, default=None)
     p.set_defaults(func=cmd_summary)
-    p = sub.add_parser("dataset", help="write Fashion-MNIST out as an ImageFolder (PNG files)")
+    p = sub.add_parser("dataset", help="write Fashion-MNIST out as an image folder (PNG files)")
     p.add_argument("name", choices=["fashion-mnist"])
-    p.add_argument("out", help="output folder; gets train/ and/or test/ subfolders")
+    p.add_argument(
+        "out", type=output_dir, help="output folder; gets train/ and/or test/ subfolders"
+    )
     p.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
-    p.add_argument("--limit-per-class", type=int, default=None, help="first N images per class")
+    p.add_argument(
+        "--limit-per-class", type=positive_int, default=None, help="first N images per class"
+    )
     p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
     p.set_defaults(func=cmd_dataset)
-    for name, (_, help_text) in DELEGATED.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout; room for the longest command name beside its help."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``zoo`` parser: the own subcommands, and placeholders that list the delegated ones."""
+    parser = ArgumentParser(
+        prog="zoo",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {zoo.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_own_commands(sub)
+    for name, d in DELEGATED.items():
+        sub.add_parser(name, help=d.help, add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zoo``: returns the exit code (0 ok, 1 failed, 2 bad usage, 130 ^C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
-        module = importlib.import_module(DELEGATED[argv[0]][0])
-        return int(module.main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+        module = importlib.import_module(DELEGATED[argv[0]].module)
+        return run_command(f"zoo {argv[0]}", module.main, argv[1:])
     try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        return 2
-    except BrokenPipeError:  # `zoo ... | head`: the reader left; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else 0
+    return run_command(f"zoo {args.command}", lambda _: args.func(args), None)
 
 
 if __name__ == "__main__":
