@@ -150,6 +150,12 @@ def _create_named(
     elif from_float not in (None, False):
         raise TypeError(f"from_float= is for binary twins (bwn_*/xnor_*), not {arch!r}")
     if weights and is_file_spec(weights):
+        if not Path(weights).expanduser().exists():
+            raise FileNotFoundError(
+                f"pretrained={str(weights)!r}: no such file. Pass an existing weights file, "
+                f"True for the default weights, or a tag of {arch!r} "
+                f"({', '.join(list_tags(arch)) or 'it has none'})."
+            )
         mf = read_model_file(weights)
         if mf.kind != "weights":
             return _create_from_file(mf, num_classes, in_chans, kwargs, expected_arch=arch)

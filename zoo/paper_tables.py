@@ -126,6 +126,16 @@ PAPER_TABLES: tuple[PaperTable, ...] = (
             for w in ("0.5x", "1.0x", "1.5x", "2.0x")
         ),
     ),
+    PaperTable(
+        "ShuffleNet v2, the authors' released layout (Megvii ShuffleNet-Series)",
+        tuple(
+            _r(f"ShuffleNet v2 {w} (Megvii)", f"shufflenet_v2_x{w.replace('.', '_')[:-1]}_megvii")
+            for w in ("0.5x", "1.0x", "1.5x", "2.0x")
+        ),
+        note="The authors' checkpoints split the first strided unit of stage 2 differently from "
+        "torchvision's layout (e.g. 24 + 92 channels at 1.0x against 58 + 58); this is the "
+        "architecture whose complexity the paper reports.",
+    ),
     PaperTable("MobileNet v2", (_r("MobileNet v2 1.0", "mobilenet_v2"),)),
     PaperTable(
         "XNOR-Net, Tables 1-2 (AlexNet and ResNet-18: float, BWN, XNOR)",

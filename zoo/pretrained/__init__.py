@@ -71,6 +71,7 @@ _DATA_KEYS = (
     "std",
     "channel_order",
     "value_range",
+    "resize_mode",
 )
 
 
