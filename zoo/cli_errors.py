@@ -116,6 +116,8 @@ def error_message(err: BaseException) -> str:
         if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file
             where = os.path.dirname(where) or "."
         fix = _OS_FIXES[err.errno]
+        if err.errno == errno.ENOENT and where and os.path.isdir(where):  # e.g. /proc, /sys
+            fix = "this folder does not accept new files; choose a writable folder"
         home = os.environ.get("ZOO_HOME")
         if home and where and where.startswith(home):
             fix += f" (under ZOO_HOME={home})"
