@@ -89,6 +89,17 @@ def test_groups_stop_at_additions_and_concatenations():
     assert find_prune_groups(zoo.create("shufflenet_g3", num_classes=10)) == []
 
 
+# measured with seed 0: 0.229, 0.110, 0.325, 0.424, 0.047 (seeds 1-2 range 0.05-0.64, so the
+# bound is per family at this seed, 1.25x the measured value)
+THINET_ERROR = {
+    "squeezenet1_1": 0.29,
+    "mobilenet_v1_x0_25": 0.14,
+    "mobilenet_v2": 0.41,
+    "shufflenet_v2_x0_5": 0.53,
+    "shufflenet_g1_x0_5": 0.06,
+}
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -100,11 +111,16 @@ def test_groups_stop_at_additions_and_concatenations():
     ],
 )
 def test_every_family_prunes_to_a_smaller_working_model(name):
+    torch.manual_seed(0)
     model = zoo.create(name, num_classes=10, in_chans=1).eval()
     x = torch.randn(2, 1, 64, 64)
     result = prune_filters(model, 0.5, method="thinet", data=x, samples=200)
     small = result.model.eval()
-    assert small(x).shape == (2, 10)
+    with torch.no_grad():
+        ref, out = model(x), small(x)
+    assert out.shape == (2, 10)
+    # half the filters gone, the logits stay close: measured relative L2 error with this seed
+    assert (out - ref).norm() / ref.norm() < THINET_ERROR[name]
     before, after = count(model, (1, 64, 64), fvcore=False), count(small, (1, 64, 64), fvcore=False)
     assert after.params < before.params and after.macs < before.macs
     for source, kept in result.kept.items():
