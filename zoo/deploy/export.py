@@ -29,7 +29,6 @@ from torch import nn
 
 from zoo import factory
 from zoo.binary.layers import is_binary
-from zoo.binary.packed import PackedBinaryConv2d, PackedBinaryLinear
 from zoo.cli_errors import (
     ArgumentParser,
     image_size,
@@ -459,31 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("zoo export", _main, argv)
 
 
-def _refuse_packed(spec: str, kwargs: dict) -> nn.Module | str:
-    """A model file holding zoo.binary.pack'ed layers (bit-packed weights, popcount kernels)
-    has no ONNX form: say so here rather than fail inside onnxruntime. Names pass through."""
-    if not factory.is_file_spec(spec):
-        return spec
-    model = factory.create(spec, **kwargs)
-    if any(isinstance(m, PackedBinaryConv2d | PackedBinaryLinear) for m in model.modules()):
-        raise ExportError(
-            f"{spec} holds zoo.binary.pack'ed layers, which ONNX cannot express: export the "
-            "unpacked xnor model (the model before zoo.binary.pack, e.g. its training checkpoint)"
-        )
-    kwargs.clear()  # already applied
-    return model
-
-
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     given = {"num_classes": args.num_classes, "in_chans": args.in_chans}
     kwargs = {k: v for k, v in given.items() if v is not None}
     if args.pretrained:
         kwargs["pretrained"] = args.pretrained
-    model = _refuse_packed(args.name, kwargs)
     try:
         res = export_onnx(
-            model,
+            args.name,
             args.onnx,
             fuse=args.fuse,
             input_size=args.input_size,
