@@ -228,6 +228,13 @@ def _cannot_fold(conv: nn.Module, bn: nn.Module) -> str | None:
             "the conv is binary: its weights are re-binarized (sign, mean |W|) on every call, "
             "so BN scales cannot be folded into them (fuse with freeze_binary=True)"
         )
+    if is_binary(conv) and (
+        getattr(conv, "shortcut", None) is not None or getattr(conv, "rprelu", None) is not None
+    ):
+        return (
+            "the binary conv adds a real-valued shortcut or applies RPReLU after its scale: "
+            "the BatchNorm acts on that sum, not on the conv's output alone"
+        )
     if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
         return "only Conv2d -> BatchNorm2d pairs fold"
     if bn.running_mean is None or bn.running_var is None:

@@ -33,6 +33,7 @@ from zoo.pretrained.safeload import (
     safetensors_metadata,
     state_dict_of,
 )
+from zoo.registry import get_cfg, is_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -138,7 +139,7 @@ def _from_binary(path: Path) -> ModelFile:
         )
     arch = meta.get("architecture") or None
     binarize = None
-    if arch and not arch.startswith(("bwn_", "xnor_")) and meta.get("mode"):
+    if arch and not (is_model(arch) and get_cfg(arch).binary) and meta.get("mode"):
         binarize = {"mode": meta["mode"], "options": dict(meta.get("binarize_options") or {})}
     kwargs = {} if binarize else dict(meta.get("binarize_options") or {})
     return ModelFile(
