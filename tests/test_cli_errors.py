@@ -31,7 +31,9 @@ from zoo.cli_errors import (
     probability,
     run_command,
 )
+from zoo.deploy import export as export_cli
 from zoo.list_figures import MEASURED
+from zoo.train import validate as validate_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,10 +228,10 @@ def test_pretrained_option_is_one_rule_for_every_command(tmp_path):
     assert [pretrained_option(t) for t in ("false", "none", "0")] == [None] * 3
     assert pretrained_option("tv_in1k") == "tv_in1k"
     assert pretrained_option(str(tmp_path / "w.pth")) == str(tmp_path / "w.pth")
-    export_args = zoo.deploy.export.build_parser().parse_args(
+    export_args = export_cli.build_parser().parse_args(
         ["alexnet", "--onnx", str(tmp_path / "a.onnx"), "--pretrained", "true"]
     )
-    validate_args = zoo.train.validate.build_parser().parse_args(
+    validate_args = validate_cli.build_parser().parse_args(
         ["alexnet", "--data", str(tmp_path), "--pretrained", "true"]
     )
     assert export_args.pretrained is True and validate_args.pretrained is True

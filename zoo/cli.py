@@ -86,10 +86,12 @@ def measure_figures(
     return out
 
 
-def write_figures_module(path: str) -> int:
-    """Regenerate ``zoo/list_figures.py`` (the figures ``zoo list`` shows without counting)."""
+def write_figures_module(path: str, only_missing: bool = False) -> int:
+    """Regenerate ``zoo/list_figures.py`` (the figures ``zoo list`` shows without counting);
+    ``only_missing`` keeps the table's entries and measures only names it lacks."""
     names = zoo.list_models("*") + zoo.list_models("*", pretrained=True)
-    figures = measure_figures(names)
+    kept = {n: MEASURED[n] for n in names if n in MEASURED} if only_missing else {}
+    figures = {**kept, **measure_figures([n for n in names if n not in kept])}
     lines = [
         '"""Params and MACs of every registered model and weight set, measured with zoo.count',
         "(conv+linear MACs at the model's input size), so that ``zoo list`` need not build 120",
