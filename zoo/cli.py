@@ -222,7 +222,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     for split in args.splits:
         ds = data.FashionMNIST(args.root, train=split == "train")
         out = data.write_image_folder(
-            ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class
+            ds, f"{args.out}/{split}", limit_per_class=args.limit_per_class, force=args.force
         )
         console.print(f"{split}: wrote {sum(1 for _ in out.rglob('*.png'))} images to {out}")
     return 0
@@ -268,6 +268,9 @@ def _add_own_commands(sub: Any) -> None:
         "--limit-per-class", type=positive_int, default=None, help="first N images per class"
     )
     p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument(
+        "--force", action="store_true", help="replace the images of a folder that already has some"
+    )
     p.set_defaults(func=cmd_dataset)
 
 

@@ -207,7 +207,7 @@ def test_cli_exports_and_reports(tmp_path, capsys):
     rc = main(["alexnet", "--onnx", str(tmp_path / "a.onnx"), "--input-size", "96"])
     captured = capsys.readouterr()
     assert rc == 2
-    assert captured.err.startswith("error: cannot export alexnet")
+    assert captured.err.startswith("zoo export: error: cannot export alexnet")
     assert "Traceback" not in captured.err + captured.out
 
 
@@ -217,3 +217,9 @@ def test_zoo_cli_delegates_export(tmp_path):
     out = tmp_path / "s.onnx"
     assert zoo_main(["export", "squeezenet1_1", "--onnx", str(out), "--input-size", "64"]) == 0
     assert out.exists()
+
+
+def test_packed_model_is_refused_with_the_fix():
+    packed = zoo.binary.pack(zoo.create("xnor_resnet18", num_classes=10).eval())
+    with pytest.raises(ExportError, match="export the unpacked xnor model"):
+        export_onnx(packed, "unused.onnx")

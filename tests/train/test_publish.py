@@ -148,7 +148,7 @@ def test_binary_fashion_mnist_run_ships_one_bit_and_its_test_accuracy(
 
 def test_bad_tag_and_missing_checkpoint_are_clear(tmp_path, capsys):
     assert publish_main([str(tmp_path / "none.pt"), "--tag", "x"]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ValueError, match="plain name"):
         publish(tmp_path / "none.pt", "a.b")
 
