@@ -3,6 +3,7 @@ unless measured, and the plot is a real PNG."""
 
 import zoo
 from zoo.paper_tables import PAPER_TABLES, measure_table, plot_accuracy_vs_macs, render_paper_tables
+from zoo.reproduce import Row
 
 
 def test_every_row_names_a_registered_model_or_none():
@@ -35,3 +36,14 @@ def test_plot_is_a_png(tmp_path):
     path = plot_accuracy_vs_macs(tmp_path / "acc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_exact_parameter_counts_must_be_equal():
+    """A published exact params figure off by one parameter is a wrong architecture (every
+    registered model's count is equal: tests/test_counting.py), not a rounding; rounded
+    figures (params_paper) keep half a unit of their 0.1M rounding."""
+    off_by_one = Row("f", "m", "params", "", 1_000_000.0, 1_000_001.0, approx=False)
+    assert not off_by_one.ok
+    assert Row("f", "m", "params", "", 1_000_000.0, 1_000_000.0, approx=False).ok
+    rounded = Row("f", "m", "params_paper", "", 1_300_000.0, 1_331_592.0, approx=False)
+    assert rounded.ok and rounded.tolerance == 0.05e6 / 1_300_000.0
