@@ -102,16 +102,9 @@ PER_CLASS = 20
 DEFAULT_WEIGHTS = [  # (architecture, its default tag: the one `reproduce` must score)
     ("xnor_shufflenet_v2_x1_0", "fashion_mnist_kd"),
     ("xnor_mobilenet_v1_x0_5", "fashion_mnist"),
-    pytest.param(
-        "xnor_squeezenet1_1",
-        "fashion_mnist",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="zoo.pretrained.adapt._pretrained_cfg keeps the class names only for a Linear "
-            "head (out_features); SqueezeNet's 1x1-conv head loses them, so validate maps the "
-            "folders in sorted order and scores 35 %, not 82.5 %",
-        ),
-    ),
+    # SqueezeNet's classifier is a 1x1 conv: its class names must survive loading too (they
+    # did not, and validate scored it 35 % instead of 82.5 % by mapping folders in sorted order).
+    ("xnor_squeezenet1_1", "fashion_mnist"),
 ]
 
 

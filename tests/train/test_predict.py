@@ -65,6 +65,6 @@ def test_folder_argument_and_bad_checkpoint(trained_run, fm_split_folder, tmp_pa
     assert len(res) == 8 and all(len(r["top"]) == 1 for r in res)
     (tmp_path / "x.pt").write_bytes(b"junk")
     assert main([str(tmp_path / "x.pt"), str(_images(fm_split_folder, 1)[0])]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "is not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert main([str(trained_run / "best.pt"), str(tmp_path / "none.png")]) == 2
     assert "does not exist" in capsys.readouterr().err

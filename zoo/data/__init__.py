@@ -24,6 +24,7 @@ _EXPORTS = {
     "class_index": "zoo.data.classes",
     "resolve_data_config": "zoo.data.config",
     "create_eval_transform": "zoo.data.transforms",
+    "load_image": "zoo.data.images",
 }
 _RENAMED = {
     "FASHION_MNIST_CLASSES": ("zoo.data.fashion_mnist", "CLASSES"),

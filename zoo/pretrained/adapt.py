@@ -260,9 +260,10 @@ def _pretrained_cfg(model: nn.Module, manifest: Manifest | None, path: Path, in_
             license=manifest.license,
             metrics=dict(manifest.metrics),
         )
-        head = model.get_classifier() if hasattr(model, "get_classifier") else None
-        if manifest.categories and getattr(head, "out_features", None) == manifest.num_classes:
-            cfg["categories"] = list(manifest.categories)  # the class names, as in torchvision
+        # The class names, as in torchvision, when the model kept the weights' head (a Linear
+        # or, for SqueezeNet, a 1x1 conv classifier).
+        if manifest.categories and getattr(model, "num_classes", None) == manifest.num_classes:
+            cfg["categories"] = list(manifest.categories)
     cfg["file"] = str(path)
     return cfg
 

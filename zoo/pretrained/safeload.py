@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import pickletools
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -196,7 +197,9 @@ def load_torch_file(path: str | os.PathLike) -> Any:
         raise _refused(path, e) from e
     except SafetensorError as e:  # torch.load hands *.safetensors names to safetensors
         raise _corrupt_safetensors(path, e) from e
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError) as e:
+    except (
+        RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, struct.error
+    ) as e:
         raise CorruptCheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated or corrupt. "

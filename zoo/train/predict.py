@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from zoo.cli_errors import (
     ArgumentParser,
@@ -31,6 +30,7 @@ from zoo.cli_errors import (
     run_command,
 )
 from zoo.data.folder import IMG_EXTENSIONS, build_transform, resolve_data_cfg, verify_image
+from zoo.data.images import load_image
 from zoo.factory import create, is_file_spec
 from zoo.pretrained.hub import WeightsError
 from zoo.train.checks import check_finite_weights
@@ -73,13 +73,12 @@ def expand_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _load(path: Path, transform: Any) -> torch.Tensor | str:
+def _load(path: Path, transform: Any, mode: str) -> torch.Tensor | str:
     reason = verify_image(str(path))
     if reason is not None:
         return reason
     try:
-        with Image.open(path) as img:
-            return transform(img)
+        return transform(load_image(path, mode))
     except (OSError, SyntaxError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
 
@@ -110,12 +109,13 @@ def predict(
         names = [str(i) for i in range(n_out)]
     data_cfg = resolve_data_cfg(model, in_chans=int(model.in_chans))
     transform = build_transform(data_cfg, train=False)
+    mode = "L" if model.in_chans == 1 else "RGB"
     files = expand_images(images)
     results: list[dict[str, Any]] = []
     k = min(topk, n_out)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        loaded = [(f, _load(f, transform)) for f in chunk]
+        loaded = [(f, _load(f, transform, mode)) for f in chunk]
         good = [(f, t) for f, t in loaded if isinstance(t, torch.Tensor)]
         by_file: dict[Path, dict[str, Any]] = {
             f: {"image": str(f), "error": t} for f, t in loaded if not isinstance(t, torch.Tensor)
