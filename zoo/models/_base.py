@@ -169,8 +169,11 @@ class ZooModel(nn.Module):
         pool_size: int = 1,
         pre_logits: nn.Module | None = None,
         head_features: int | None = None,
+        head_bias: bool = True,
     ) -> None:
-        """Global pool -> flatten -> pre-logits -> dropout -> ``nn.Linear`` classifier."""
+        """Global pool -> flatten -> pre-logits -> dropout -> ``nn.Linear`` classifier
+        (without bias for ``head_bias=False``, as some authors' released models have)."""
+        self.head_bias = head_bias
         self.num_features = num_features
         self.head_features = head_features or num_features
         self.pool_size = pool_size
@@ -260,7 +263,7 @@ class ZooModel(nn.Module):
     def _new_classifier(self, num_classes: int) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
-        return nn.Linear(self.head_features, num_classes)
+        return nn.Linear(self.head_features, num_classes, bias=getattr(self, "head_bias", True))
 
 
 def init_weights(model: nn.Module) -> None:

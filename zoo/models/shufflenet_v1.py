@@ -77,7 +77,6 @@ class ShuffleNetV1(ZooModel):
     ) -> None:
         super().__init__(in_chans, num_classes, global_pool=global_pool)
         widths = stage_channels(groups, width)
-        self.head_bias = True  # init_weights expects a Linear bias; dropped below
         in_chs = stem_chs or stem_channels(groups, width)
         layers = {"act_layer": act_layer, "norm_layer": norm_layer}
         self.groups = groups
@@ -101,23 +100,8 @@ class ShuffleNetV1(ZooModel):
                 in_chs = out_chs
             self.features.add_module(f"stage{stage}", nn.Sequential(*units))
             self._add_feature(f"features.stage{stage}", out_chs, 2 ** (stage + 1))
-        self._build_head(in_chs, drop_rate)
+        self._build_head(in_chs, drop_rate, head_bias=head_bias)
         init_weights(self)
-        self._drop_head_bias(head_bias)
-
-    def _drop_head_bias(self, head_bias: bool) -> None:
-        self.head_bias = head_bias
-        head = self.classifier
-        if not head_bias and isinstance(head, nn.Linear):
-            self.classifier = self._new_classifier(self.num_classes)
-            self.classifier.weight.data.copy_(head.weight.data)
-
-    def _new_classifier(self, num_classes: int) -> nn.Module:
-        """``head_bias=False``: a classifier without bias, as in the authors' released models."""
-        head = super()._new_classifier(num_classes)
-        if isinstance(head, nn.Linear) and not getattr(self, "head_bias", True):
-            head = nn.Linear(head.in_features, head.out_features, bias=False)
-        return head
 
 
 def _register_all() -> None:

@@ -45,7 +45,6 @@ class ShuffleNetV2(ZooModel):
         head_bias: bool = True,
     ) -> None:
         super().__init__(in_chans, num_classes, global_pool=global_pool)
-        self.head_bias = True  # init_weights expects a Linear bias; dropped below
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width}")
         stem_chs, *stage_chs, last_chs = WIDTHS[width]
@@ -69,23 +68,8 @@ class ShuffleNetV2(ZooModel):
             self._add_feature(f"features.stage{stage}", out_chs, 2 ** (stage + 1))
             in_chs = out_chs
         self.features.add_module("head_conv", ConvBNAct(in_chs, last_chs, 1, **layers))
-        self._build_head(last_chs, drop_rate)
+        self._build_head(last_chs, drop_rate, head_bias=head_bias)
         init_weights(self)
-        self._drop_head_bias(head_bias)
-
-    def _drop_head_bias(self, head_bias: bool) -> None:
-        self.head_bias = head_bias
-        head = self.classifier
-        if not head_bias and isinstance(head, nn.Linear):
-            self.classifier = self._new_classifier(self.num_classes)
-            self.classifier.weight.data.copy_(head.weight.data)
-
-    def _new_classifier(self, num_classes: int) -> nn.Module:
-        """``head_bias=False``: a classifier without bias, as in the authors' released models."""
-        head = super()._new_classifier(num_classes)
-        if isinstance(head, nn.Linear) and not getattr(self, "head_bias", True):
-            head = nn.Linear(head.in_features, head.out_features, bias=False)
-        return head
 
 
 def _cfg(name: str) -> ModelCfg:
