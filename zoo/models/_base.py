@@ -8,6 +8,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from zoo.published import published, published_source
+from zoo.registry import ModelCfg
+
 __all__ = [
     "ZooModel",
     "init_weights",
@@ -280,3 +283,20 @@ def init_weights(model: nn.Module) -> None:
             nn.init.normal_(m.weight, 0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def family_cfg(
+    name: str, family: str, paper: str, first_conv: str = "features.stem.conv", **extra
+) -> ModelCfg:
+    """The ``ModelCfg`` of a registered variant: its family, paper, first conv, classifier and
+    the published figures ``zoo.published`` holds for ``name``."""
+    return ModelCfg(
+        family=family,
+        paper=paper,
+        first_conv=first_conv,
+        classifier="classifier",
+        published=published(name),
+        published_source=published_source(name),
+        **extra,
+    )
+

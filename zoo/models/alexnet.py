@@ -6,9 +6,8 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import LayerSpec, create_act
-from zoo.models._base import ZooModel, init_weights, reject_norm_layer
-from zoo.published import published, published_source
-from zoo.registry import ModelCfg, register_model
+from zoo.models._base import ZooModel, family_cfg, init_weights, reject_norm_layer
+from zoo.registry import register_model
 
 __all__ = ["AlexNet"]
 
@@ -72,15 +71,7 @@ class AlexNet(ZooModel):
 
 
 @register_model(
-    ModelCfg(
-        family="alexnet",
-        paper=PAPER,
-        first_conv="features.conv1",
-        classifier="classifier",
-        min_input_size=64,
-        published=published("alexnet"),
-        published_source=published_source("alexnet"),
-    )
+    family_cfg("alexnet", "alexnet", PAPER, first_conv="features.conv1", min_input_size=64)
 )
 def alexnet(**kwargs) -> AlexNet:
     """AlexNet, single-tower torchvision layout."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import ConvBNAct, DepthwiseSeparable, LayerSpec
-from zoo.models._base import ZooModel, init_weights
-from zoo.published import published, published_source
+from zoo.models._base import ZooModel, family_cfg, init_weights
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["MobileNetV1"]
@@ -62,14 +61,7 @@ class MobileNetV1(ZooModel):
 
 
 def _cfg(name: str) -> ModelCfg:
-    return ModelCfg(
-        family="mobilenet_v1",
-        paper=PAPER,
-        first_conv="features.stem.conv",
-        classifier="classifier",
-        published=published(name),
-        published_source=published_source(name),
-    )
+    return family_cfg(name, "mobilenet_v1", PAPER)
 
 
 @register_model(_cfg("mobilenet_v1"))

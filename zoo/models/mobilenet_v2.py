@@ -5,9 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import ConvBNAct, InvertedResidual, LayerSpec, make_divisible
-from zoo.models._base import ZooModel, init_weights
-from zoo.published import published, published_source
-from zoo.registry import ModelCfg, register_model
+from zoo.models._base import ZooModel, family_cfg, init_weights
+from zoo.registry import register_model
 
 __all__ = ["MobileNetV2"]
 
@@ -65,14 +64,7 @@ class MobileNetV2(ZooModel):
 
 
 @register_model(
-    ModelCfg(
-        family="mobilenet_v2",
-        paper=PAPER,
-        first_conv="features.stem.conv",
-        classifier="classifier",
-        published=published("mobilenet_v2"),
-        published_source=published_source("mobilenet_v2"),
-    )
+    family_cfg("mobilenet_v2", "mobilenet_v2", PAPER)
 )
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     """MobileNet v2 1.0x."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import BasicBlock, ConvBNAct, LayerSpec
-from zoo.models._base import ZooModel, init_weights
-from zoo.published import published, published_source
-from zoo.registry import ModelCfg, register_model
+from zoo.models._base import ZooModel, family_cfg, init_weights
+from zoo.registry import register_model
 
 __all__ = ["ResNet"]
 
@@ -50,14 +49,7 @@ class ResNet(ZooModel):
 
 
 @register_model(
-    ModelCfg(
-        family="resnet",
-        paper=PAPER,
-        first_conv="features.stem.conv",
-        classifier="classifier",
-        published=published("resnet18"),
-        published_source=published_source("resnet18"),
-    )
+    family_cfg("resnet18", "resnet", PAPER)
 )
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV1Unit
-from zoo.models._base import ZooModel, init_weights
-from zoo.published import SHUFFLENET_V1_WIDTHS, published, published_source
-from zoo.registry import ModelCfg, register
+from zoo.models._base import ZooModel, family_cfg, init_weights
+from zoo.published import SHUFFLENET_V1_WIDTHS
+from zoo.registry import register
 
 __all__ = ["ShuffleNetV1", "stage_channels", "stem_channels"]
 
@@ -116,14 +116,7 @@ def _register_all() -> None:
             register(
                 name,
                 builder,
-                ModelCfg(
-                    family="shufflenet_v1",
-                    paper=PAPER,
-                    first_conv="features.stem.conv",
-                    classifier="classifier",
-                    published=published(name),
-                    published_source=published_source(name),
-                ),
+                family_cfg(name, "shufflenet_v1", PAPER),
             )
 
 

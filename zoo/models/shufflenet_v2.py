@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from zoo.blocks import ConvBNAct, LayerSpec, ShuffleV2Unit
-from zoo.models._base import ZooModel, init_weights
-from zoo.published import published, published_source
+from zoo.models._base import ZooModel, family_cfg, init_weights
 from zoo.registry import ModelCfg, register, register_model
 
 __all__ = ["ShuffleNetV2"]
@@ -73,14 +72,7 @@ class ShuffleNetV2(ZooModel):
 
 
 def _cfg(name: str) -> ModelCfg:
-    return ModelCfg(
-        family="shufflenet_v2",
-        paper=PAPER,
-        first_conv="features.stem.conv",
-        classifier="classifier",
-        published=published(name),
-        published_source=published_source(name),
-    )
+    return family_cfg(name, "shufflenet_v2", PAPER)
 
 
 @register_model(_cfg("shufflenet_v2_x0_5"))

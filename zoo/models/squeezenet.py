@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from zoo.blocks import Fire, LayerSpec, create_act
-from zoo.models._base import ZooModel, init_weights, make_pool, reject_norm_layer
-from zoo.published import published, published_source
+from zoo.models._base import ZooModel, family_cfg, init_weights, make_pool, reject_norm_layer
 from zoo.registry import ModelCfg, register_model
 
 __all__ = ["SqueezeNet"]
@@ -144,15 +143,7 @@ def _bypass_kind(bypass: str | None, fire_idx: int, in_chs: int, out_chs: int) -
 
 
 def _cfg(name: str) -> ModelCfg:
-    return ModelCfg(
-        family="squeezenet",
-        paper=PAPER,
-        first_conv="features.stem",
-        classifier="classifier",
-        min_input_size=64,
-        published=published(name),
-        published_source=published_source(name),
-    )
+    return family_cfg(name, "squeezenet", PAPER, first_conv="features.stem", min_input_size=64)
 
 
 @register_model(_cfg("squeezenet1_0"))
