@@ -321,3 +321,21 @@ def output_file(text: str) -> str:
                 raise argparse.ArgumentTypeError(f"{str(parent)!r} in {text!r} is a file")
             break
     return text
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--pretrained``, ``--num-classes`` and ``--in-chans`` with the resolver's meaning, the
+    same for every command that builds a model from a name."""
+    parser.add_argument(
+        "--pretrained",
+        type=pretrained_option,
+        default=None,
+        help="'true' (the default weights), a weight tag or a weights file",
+    )
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help="[the weights', else 1000]"
+    )
+    parser.add_argument(
+        "--in-chans", type=positive_int, default=None, help="[the weights', else 3]"
+    )
+

@@ -19,11 +19,10 @@ from rich.console import Console
 from zoo import factory
 from zoo.cli_errors import (
     ArgumentParser,
+    add_model_options,
     error_message,
     int_range,
     output_file,
-    positive_int,
-    pretrained_option,
     run_command,
 )
 from zoo.compress.accounting import size_report
@@ -60,16 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", help="zoo model name, e.g. squeezenet1_0")
     p.add_argument("--checkpoint", help="a zoo training checkpoint to compress (default: init)")
-    p.add_argument(
-        "--pretrained",
-        type=pretrained_option,
-        default=None,
-        help="'true' (the default weights), a weight tag or a weights file",
-    )
-    p.add_argument(
-        "--num-classes", type=positive_int, default=None, help="[the weights', else 1000]"
-    )
-    p.add_argument("--in-chans", type=positive_int, default=None, help="[the weights', else 3]")
+    add_model_options(p)
     p.add_argument(
         "--sparsity",
         type=_sparsity,

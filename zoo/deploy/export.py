@@ -32,12 +32,12 @@ from zoo.binary.layers import is_binary
 from zoo.binary.packed import PackedBinaryConv2d, PackedBinaryLinear
 from zoo.cli_errors import (
     ArgumentParser,
+    add_model_options,
     image_size,
     int_range,
     non_negative_float,
     output_file,
     positive_int,
-    pretrained_option,
     run_command,
 )
 from zoo.deploy.fuse import fuse
@@ -440,16 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx", type=output_file, required=True, metavar="FILE", help="output .onnx file"
     )
     p.add_argument("--fuse", action="store_true", help="export zoo.deploy.fuse(model)")
-    p.add_argument(
-        "--pretrained",
-        type=pretrained_option,
-        default=None,
-        help="'true' (the default weights), a weight tag or a weights file",
-    )
-    p.add_argument(
-        "--num-classes", type=positive_int, default=None, help="[the weights', else 1000]"
-    )
-    p.add_argument("--in-chans", type=positive_int, default=None, help="[the weights', else 3]")
+    add_model_options(p)
     p.add_argument("--input-size", type=image_size, default=None, help="square input side")
     p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension")
