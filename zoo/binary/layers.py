@@ -32,6 +32,7 @@ __all__ = [
     "FrozenBinaryWeight",
     "MODES",
     "conv_pads",
+    "set_binary_weights",
     "input_scale_map",
     "is_binary",
 ]
@@ -132,10 +133,12 @@ class _BinaryMixin:
     output_scale: nn.Parameter | None
     shortcut: nn.Module | None
     rprelu: nn.Module | None
+    binary_weights: bool
 
     def _init_options(self) -> None:
         self.threshold = self.output_scale = None
         self.shortcut = self.rprelu = None
+        self.binary_weights = True
 
     @property
     def has_options(self) -> bool:
@@ -220,7 +223,10 @@ class _BinaryMixin:
         return "xnor" if self.input_quantizer is not None else "bwn"
 
     def binary_weight(self) -> Tensor:
-        """The weights the layer computes with: ``alpha * sign(W)`` (differentiable)."""
+        """The weights the layer computes with: ``alpha * sign(W)`` (differentiable), or the
+        latent weights themselves while ``binary_weights`` is off (:func:`set_binary_weights`)."""
+        if not self.binary_weights:
+            return self.weight
         return self.kernel_quantizer(self.weight)
 
     @property
@@ -235,6 +241,11 @@ class _BinaryMixin:
         For inference: saves the sign and mean per call, and lets a following BatchNorm be
         folded into the stored weights. Inputs are still binarized (xnor). No-op when frozen.
         """
+        if not self.binary_weights:
+            raise ValueError(
+                "the layer computes with float weights (binary_weights off, step 1 of two-step "
+                "training); turn them back on with set_binary_weights(model, True) first"
+            )
         if not self.frozen:
             weight = self.binary_weight()
             self.kernel_quantizer = FrozenBinaryWeight(weight, self.kernel_quantizer.scaled)
@@ -251,6 +262,8 @@ class _BinaryMixin:
 
     def _binary_repr(self) -> str:
         s = f", mode={self.mode}, kernel_quantizer={self.kernel_quantizer!r}"
+        if not self.binary_weights:
+            s += ", binary_weights=False"
         if self.input_quantizer is not None:
             s += f", input_quantizer={self.input_quantizer!r}, input_scale={self.input_scale}"
         if self.threshold is not None:
@@ -419,3 +432,19 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
 def is_binary(module: nn.Module) -> bool:
     """True for the binary layers of this package."""
     return isinstance(module, (BinaryConv2d, BinaryLinear))
+
+
+def set_binary_weights(model: nn.Module, on: bool) -> int:
+    """Binarize the weights of every binary layer of ``model`` (``on``, the default state) or
+    let them compute with their latent float weights (``off``); returns how many layers.
+
+    Off gives step 1 of two-step training (Real-to-Binary, ReActNet): binary activations,
+    real weights. Inputs stay binarized either way; the latent weights are the same tensors,
+    so step 2 starts from what step 1 learned. A frozen layer cannot be switched off.
+    """
+    layers = [m for m in model.modules() if is_binary(m)]
+    for m in layers:
+        if not on and m.frozen:
+            raise ValueError("a frozen (fused) binary layer has no latent weights to train")
+        m.binary_weights = bool(on)
+    return len(layers)
