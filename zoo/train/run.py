@@ -1,8 +1,9 @@
 """The ``zoo train`` / ``zoo finetune`` command: wires data, model, optimizer and ``fit``.
 
-One code path for one process or many (``torchrun``): SGD or AdamW, per-step cosine
-schedule with linear warm-up, label smoothing, mixed precision on GPU, optional
-knowledge distillation and a frozen-backbone phase. ``--resume`` continues from
+One code path for one process or many (``torchrun``): SGD or AdamW, per-step cosine or
+linear decay after a linear warm-up, label smoothing, mixed precision on GPU, optional
+knowledge distillation, a frozen-backbone phase and two-step training of binary nets
+(``--binary-steps 2``, see ``zoo.train.binary_recipe``). ``--resume`` continues from
 ``last.pt`` and reproduces an uninterrupted run exactly.
 
 Entry points: ``build_parser()`` / ``main(argv)`` (``zoo train``); ``train(args)`` from Python.
@@ -26,15 +27,15 @@ from zoo.data.fashion_mnist import FashionMNISTMissingError
 from zoo.data.folder import ImageFolderError
 from zoo.pretrained import WeightsError
 from zoo.train.args import build_train_parser
+from zoo.train.binary_recipe import plan_from_args, run_steps
 from zoo.train.checkpoint import CheckpointError, state_digest, unwrap_model
 from zoo.train.data import load_datasets, make_loaders, run_data_cfg, set_transforms
 from zoo.train.distill import DistillationLoss, load_teacher
 from zoo.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from zoo.train.engine import amp_settings
-from zoo.train.fit import fit
 from zoo.train.model_setup import build_model, default_in_chans, model_for_resume
 from zoo.train.optim import create_optimizer, create_scheduler, default_lr, default_weight_decay
-from zoo.train.resume import check_resumable, checkpoint_meta, resolve_resume, restore
+from zoo.train.resume import check_resumable, checkpoint_meta, resolve_resume
 from zoo.train.rundir import claim_output
 from zoo.utils import atomic_write
 
@@ -107,18 +108,20 @@ def make_loss_fn(args: argparse.Namespace, teacher: nn.Module | None) -> nn.Modu
 
 
 def _optimizer_and_schedule(
-    args: argparse.Namespace, model: nn.Module, steps: int, finetune: bool
+    args: argparse.Namespace, model: nn.Module, steps: int, finetune: bool, epochs: int
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """The optimizer with the command's default lr / weight decay and its per-step schedule."""
+    """The optimizer with the command's default lr / weight decay and its per-step schedule
+    over ``epochs`` epochs (the whole run, or one step of two-step training)."""
     lr = args.lr if args.lr is not None else default_lr(args.opt, finetune)
     wd = args.weight_decay if args.weight_decay is not None else default_weight_decay(args.opt)
     optimizer = create_optimizer(model, args.opt, lr, wd, args.momentum, args.nesterov)
     scheduler = create_scheduler(
         optimizer,
-        args.epochs * steps,
+        epochs * steps,
         round(args.warmup_epochs * steps),
         args.warmup_factor,
         args.min_lr_factor,
+        getattr(args, "lr_schedule", "cosine"),
     )
     return optimizer, scheduler
 
@@ -150,17 +153,15 @@ def _train(
         teacher = load_teacher(args.teacher, num_classes, in_chans, classes, info.device)
     loss_fn = make_loss_fn(args, teacher)
     train_loader, val_loader = make_loaders(train_ds, val_ds, args, info)
-    optimizer, scheduler = _optimizer_and_schedule(
-        args, model, len(train_loader), command == "finetune"
-    )
+    plan = plan_from_args(args)
+
+    def make_optimizer(epochs: int) -> tuple[torch.optim.Optimizer, Any]:
+        return _optimizer_and_schedule(
+            args, model, len(train_loader), command == "finetune", epochs
+        )
+
     amp_dtype, scaler = amp_settings(info.device, args.amp)
     meta = checkpoint_meta(args, command, model, num_classes, in_chans, classes, data_cfg)
-
-    start_epoch, best = 0, (-1.0, -1)
-    if resume_ckpt is not None:
-        start_epoch, best = restore(
-            resume, resume_ckpt, args, model, optimizer, scheduler, scaler, info
-        )
     if info.is_main:
         skipped = data_desc.get("skipped") or []
         print(
@@ -170,20 +171,11 @@ def _train(
             + (f", {len(skipped)} unreadable image(s) skipped" if skipped else ""),
             flush=True,
         )
-    result = fit(
-        model,
-        train_loader,
-        val_loader,
-        optimizer,
-        scheduler,
-        info,
-        args.epochs,
-        loss_fn,
+    fit_kwargs = dict(
+        train_loader=train_loader,
+        val_loader=val_loader,
+        loss_fn=loss_fn,
         output=out,
-        ckpt_meta=meta,
-        start_epoch=start_epoch,
-        best=best,
-        scaler=scaler,
         amp_dtype=amp_dtype,
         teacher=teacher,
         freeze_epochs=getattr(args, "freeze_epochs", 0),
@@ -191,6 +183,8 @@ def _train(
         grad_clip=args.grad_clip,
         on_epoch_end=on_epoch_end,
     )
+    resumed = (resume, resume_ckpt, args) if resume_ckpt is not None else None
+    result = run_steps(plan, model, make_optimizer, meta, fit_kwargs, resumed, scaler, info)
     if args.rank_digest:
         digest = state_digest(unwrap_model(model).state_dict())
         _write_json_atomic(out / f"rank{info.rank}.digest.json", digest)
