@@ -132,6 +132,7 @@ def _train(
     # The order of the steps below fixes which random numbers each draws: keep it so that
     # runs stay reproducible (and resumable) across versions.
     progress = not args.no_progress
+    plan = plan_from_args(args)  # a bad split of the epochs into steps fails before any work
     default_chans = default_in_chans(args.model)  # fails early for an unknown model name
     in_chans = args.in_chans or default_chans
     seed_everything(args.seed)
@@ -153,7 +154,6 @@ def _train(
         teacher = load_teacher(args.teacher, num_classes, in_chans, classes, info.device)
     loss_fn = make_loss_fn(args, teacher)
     train_loader, val_loader = make_loaders(train_ds, val_ds, args, info)
-    plan = plan_from_args(args)
 
     def make_optimizer(epochs: int) -> tuple[torch.optim.Optimizer, Any]:
         return _optimizer_and_schedule(
