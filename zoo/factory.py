@@ -34,7 +34,14 @@ from zoo.pretrained.files import ModelFile, read_model_file
 from zoo.pretrained.hub import StateDictMismatchError, WeightsError
 from zoo.registry import check_model_name, get_cfg, is_model, split_tag
 
-__all__ = ["ConflictingArgumentsError", "create", "load_into", "load_binary", "is_file_spec"]
+__all__ = [
+    "ConflictingArgumentsError",
+    "create",
+    "load_into",
+    "load_binary",
+    "is_file_spec",
+    "head_size",
+]
 
 _logger = logging.getLogger(__name__)
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar", ".zdc")
@@ -99,7 +106,7 @@ def _build(arch: str, num_classes: int, in_chans: int, **kwargs: Any) -> nn.Modu
         check_positive_int(num_classes, "num_classes", "pass e.g. num_classes=10")
         model = _custom_builder(arch)(num_classes=num_classes, in_chans=in_chans, **kwargs)
         cfg = dict(getattr(model, "default_cfg", None) or {})
-        cfg.update(architecture=arch, num_classes=num_classes)
+        cfg.update(architecture=arch, num_classes=num_classes, in_chans=in_chans)
         model.default_cfg = model.pretrained_cfg = cfg
     else:
         model = build_model(arch, num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -209,6 +216,15 @@ def _create_from_file(
     return load_into(model, mf, adapt=True)
 
 
+def head_size(model: nn.Module) -> tuple[int | None, int | None]:
+    """(num_classes, in_chans) of a model: a zoo model's attributes, else its default_cfg
+    (custom ``module:function`` builders record them there)."""
+    cfg = getattr(model, "default_cfg", None) or {}
+    num_classes = getattr(model, "num_classes", cfg.get("num_classes"))
+    in_chans = getattr(model, "in_chans", cfg.get("in_chans"))
+    return num_classes, in_chans
+
+
 def _describe_file(model: nn.Module, mf: ModelFile) -> None:
     """Record the file's preprocessing and class names in ``pretrained_cfg``."""
     cfg = dict(getattr(model, "default_cfg", None) or {})
@@ -216,8 +232,7 @@ def _describe_file(model: nn.Module, mf: ModelFile) -> None:
         cfg.update(mf.data_cfg)
         size = list(cfg["input_size"])
         cfg["input_size"] = [getattr(model, "in_chans", size[0]), *size[1:]]
-    n_out = getattr(model, "num_classes", None)
-    if mf.class_names and n_out == len(mf.class_names):
+    if mf.class_names and head_size(model)[0] == len(mf.class_names):
         cfg["categories"] = list(mf.class_names)
     cfg["file"] = str(mf.path)
     model.pretrained_cfg = cfg
@@ -245,8 +260,7 @@ def load_into(
     state = dict(mf.state_dict)
     reinit: set[str] = set()
     if adapt:
-        num_classes = getattr(model, "num_classes", None)
-        in_chans = getattr(model, "in_chans", None)
+        num_classes, in_chans = head_size(model)
         reinit = fit_state_to_model(state, model, num_classes, in_chans, name)
     strict_load(model, state, reinit, name)
     _describe_file(model, mf)

@@ -164,5 +164,10 @@ def test_published_weights_serve_as_a_distillation_teacher(trained_run, weights_
     ckpt_model, _ = model_from_checkpoint(trained_run / "last.pt")
     assert _same_logits(teacher, ckpt_model)
     assert teacher.pretrained_cfg["categories"] == classes
+    # Classes matched by name: the data's order may differ, the teacher's logits follow it.
+    flipped = load_teacher(f"{MODEL}.toyset", 10, 1, list(reversed(classes)))
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(flipped(x), ckpt_model.eval()(x).flip(1), atol=1e-5)
     with pytest.raises(ValueError, match="same classes"):
-        load_teacher(f"{MODEL}.toyset", 10, 1, list(reversed(classes)))
+        load_teacher(f"{MODEL}.toyset", 10, 1, [*classes[:-1], "zebra"])

@@ -194,7 +194,8 @@ def fit_state_to_model(
             num_classes,
             head,
         )
-    stem = f"{first_conv_name(model)}.weight"
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    stem = f"{first_conv_name(model)}.weight" if has_conv else ""
     weight = state.get(stem)
     if weight is not None and weight.dim() == 4 and in_chans and weight.shape[1] != in_chans:
         state[stem] = adapt_input_conv(weight, in_chans)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.data.classes import ClassMismatchError, class_index
-from zoo.factory import create, is_file_spec
+from zoo.factory import create, head_size, is_file_spec
 
 __all__ = ["distillation_loss", "DistillationLoss", "load_teacher"]
 
@@ -95,12 +95,12 @@ def load_teacher(
     student's input channels.
     """
     teacher = create(spec) if is_file_spec(spec) else create(spec, pretrained=True)
-    if teacher.in_chans != in_chans:
+    n_out, teacher_in = head_size(teacher)
+    if teacher_in != in_chans:
         raise ValueError(
-            f"teacher {spec!r} takes {teacher.in_chans} input channels, the student {in_chans}; "
+            f"teacher {spec!r} takes {teacher_in} input channels, the student {in_chans}; "
             "use the same --in-chans for both"
         )
-    n_out = int(teacher.num_classes)
     names = list(teacher.pretrained_cfg.get("categories") or []) or None
     if class_names is None or names is None:
         if n_out != num_classes:
