@@ -135,6 +135,23 @@ class _BinaryMixin:
     rprelu: nn.Module | None
     binary_weights: bool
 
+    def _init_binary(
+        self,
+        mode: str,
+        kernel_quantizer: str | Quantizer | None,
+        input_quantizer: str | Quantizer | None,
+        input_scale: bool,
+    ) -> None:
+        """Quantizers, XNOR's K and no options yet: what both layers' constructors set."""
+        self.kernel_quantizer, self.input_quantizer = _default_quantizers(
+            mode, kernel_quantizer, input_quantizer
+        )
+        if input_scale and self.input_quantizer is None:
+            raise ValueError("input_scale (K) only applies to mode='xnor'")
+        self.input_scale = bool(input_scale)
+        self.input_bn = None
+        self._init_options()
+
     def _init_options(self) -> None:
         self.threshold = self.output_scale = None
         self.shortcut = self.rprelu = None
@@ -299,14 +316,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
             padding_mode, device, dtype,
         )  # fmt: skip
-        self.kernel_quantizer, self.input_quantizer = _default_quantizers(
-            mode, kernel_quantizer, input_quantizer
-        )
-        if input_scale and self.input_quantizer is None:
-            raise ValueError("input_scale (K) only applies to mode='xnor'")
-        self.input_scale = bool(input_scale)
-        self.input_bn = None
-        self._init_options()
+        self._init_binary(mode, kernel_quantizer, input_quantizer, input_scale)
 
     @classmethod
     def from_float(
@@ -386,14 +396,7 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         input_quantizer: str | Quantizer | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self.kernel_quantizer, self.input_quantizer = _default_quantizers(
-            mode, kernel_quantizer, input_quantizer
-        )
-        if input_scale and self.input_quantizer is None:
-            raise ValueError("input_scale (K) only applies to mode='xnor'")
-        self.input_scale = bool(input_scale)
-        self.input_bn = None
-        self._init_options()
+        self._init_binary(mode, kernel_quantizer, input_quantizer, input_scale)
 
     @classmethod
     def from_float(
