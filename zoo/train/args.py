@@ -124,6 +124,9 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
     opt.add_argument(
         "--min-lr-factor", type=probability, default=0.0, help="final lr as a fraction of --lr"
     )
+    opt.add_argument(
+        "--lr-schedule", choices=["cosine", "linear"], default="cosine", help="decay after warm-up"
+    )
     opt.add_argument("--label-smoothing", type=probability, default=0.1)
     opt.add_argument(
         "--grad-clip", type=non_negative_float, default=0.0, help="max gradient norm (0: off)"
@@ -180,6 +183,22 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         default=0.5,
         metavar="A",
         help="weight of the soft (teacher) term; 1-A goes to the labels",
+    )
+
+    kd.add_argument(
+        "--binary-steps",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: binary activations with real weights first, then binary weights (xnor_ models; "
+        "each step its own lr schedule, AdamW never decays binary latent weights)",
+    )
+    kd.add_argument(
+        "--binary-step1-epochs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="epochs of step 1 out of --epochs (default: half, rounded down)",
     )
 
     run_g = parser.add_argument_group("run")
