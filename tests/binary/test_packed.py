@@ -75,3 +75,14 @@ def test_fused_packing_folds_bn_and_negative_scales_flip_signs(name):
         # measured: at most 1.7e-8 (plain) and 9e-9 (fused) over 2 seeds
         assert (plain(x) - ref).abs().max().item() < 1e-7
         assert (fused(x) - ref).abs().max().item() < 1e-7
+
+
+def test_pack_refuses_layers_computing_with_float_weights():
+    from zoo.binary.layers import set_binary_weights
+
+    model = zoo.create("xnor_resnet18", num_classes=10).eval()
+    set_binary_weights(model, False)  # step 1 of the two-step recipe
+    with pytest.raises(ValueError, match="set_binary_weights"):
+        pack(model)
+    set_binary_weights(model, True)
+    assert any(isinstance(m, PackedBinaryConv2d) for m in pack(model).modules())

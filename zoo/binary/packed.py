@@ -37,6 +37,11 @@ _PLAIN_SIGN = (SteSign, ApproxSign)
 
 
 def _check_packable(layer: BinaryConv2d | BinaryLinear) -> None:
+    if not layer.binary_weights:
+        raise ValueError(
+            "the layer computes with its float latent weights (step 1 of a two-step binary "
+            "recipe); switch them back on with set_binary_weights(model, True) before packing"
+        )
     if layer.mode != "xnor" or not isinstance(layer.input_quantizer, _PLAIN_SIGN):
         raise ValueError(
             f"only xnor layers with a sign input quantizer can run packed, got mode={layer.mode} "

@@ -51,6 +51,9 @@ RESUME_KEYS = (
     "seed",
     "freeze_epochs",
     "teacher",
+    "lr_schedule",
+    "binary_steps",
+    "binary_step1_epochs",
 )
 
 
