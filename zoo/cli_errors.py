@@ -297,16 +297,21 @@ def device_option(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
 
 
+def _check_parent_folders(path: Path, text: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a folder, not a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{str(parent)!r} in {text!r} is a file")
+            return
+
+
 def output_dir(text: str) -> str:
     """A folder to write into: it may not exist yet, but must not be an existing file."""
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder (new or existing)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{str(parent)!r} in {text!r} is a file")
-            break
+    _check_parent_folders(path, text)
     return text
 
 
@@ -315,11 +320,7 @@ def output_file(text: str) -> str:
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{str(parent)!r} in {text!r} is a file")
-            break
+    _check_parent_folders(path, text)
     return text
 
 
