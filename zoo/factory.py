@@ -30,8 +30,8 @@ from zoo.pretrained import (
     pretrained_model_kwargs,
 )
 from zoo.pretrained.adapt import fit_state_to_model, strict_load
+from zoo.pretrained.errors import StateDictMismatchError, WeightsError
 from zoo.pretrained.files import ModelFile, read_model_file
-from zoo.pretrained.hub import StateDictMismatchError, WeightsError
 from zoo.registry import check_model_name, get_cfg, is_model, split_tag
 
 __all__ = [

@@ -29,7 +29,7 @@ from zoo.compress.accounting import size_report
 from zoo.compress.pipeline import deep_compress
 from zoo.compress.prune import PAPER_DENSITY
 from zoo.formats.zdc import read
-from zoo.pretrained.hub import WeightsError
+from zoo.pretrained.errors import WeightsError
 
 __all__ = ["main", "build_parser"]
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from zoo.data.config import resolve_data_config
 from zoo.pretrained.adapt import adapt_input_conv, load_pretrained, local_manifest
-from zoo.pretrained.hub import (
+from zoo.pretrained.errors import (
     CorruptCheckpointError,
     DownloadError,
     HashMismatchError,
@@ -29,11 +29,10 @@ from zoo.pretrained.hub import (
     StateDictMismatchError,
     UnsafeCheckpointError,
     WeightsError,
-    cache_dir,
-    load_state_dict,
-    zoo_home,
 )
+from zoo.pretrained.hub import cache_dir, zoo_home
 from zoo.pretrained.manifests import Manifest, get_manifest, list_tags, load_manifests, weights_dir
+from zoo.pretrained.safeload import load_state_dict
 from zoo.registry import get_cfg
 
 __all__ = [

@@ -27,7 +27,7 @@ from zoo.pretrained.converters import (
     matches_source,
     strip_module_prefix,
 )
-from zoo.pretrained.hub import StateDictMismatchError, WeightsError
+from zoo.pretrained.errors import StateDictMismatchError, WeightsError
 from zoo.pretrained.manifests import (
     Manifest,
     find_by_file_name,
@@ -36,6 +36,7 @@ from zoo.pretrained.manifests import (
     load_manifests,
     weights_dir,
 )
+from zoo.pretrained.safeload import load_state_dict
 
 __all__ = [
     "adapt_input_conv",
@@ -159,7 +160,7 @@ def local_manifest(arch: str, path: str | os.PathLike) -> Manifest | None:
     manifest = find_by_file_name(arch, Path(path).name)
     if manifest is not None:
         return manifest
-    return _manifest_by_structure(strip_module_prefix(hub.load_state_dict(path)), arch)
+    return _manifest_by_structure(strip_module_prefix(load_state_dict(path)), arch)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -302,7 +303,7 @@ def load_pretrained(
     """
     path, manifest = resolve_weights(arch, tag_or_path, progress=progress)
     name = manifest.name if manifest else str(path)
-    state = strip_module_prefix(hub.load_state_dict(path))
+    state = strip_module_prefix(load_state_dict(path))
     rules = manifest or _manifest_by_structure(state, arch)
     converter = rules.converter if rules else "auto"
     source_arch = rules.source_arch if rules else ""

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from zoo.blocks import ShuffleV1Unit
-from zoo.pretrained.hub import StateDictMismatchError
+from zoo.pretrained.errors import StateDictMismatchError
 from zoo.pretrained.megvii import convert_megvii, is_megvii_state
 from zoo.pretrained.peers import LIBRARIES, PeerLibraryMissing, PeerSpec, build_peer
 

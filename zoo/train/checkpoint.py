@@ -22,13 +22,13 @@ from torch import nn
 
 from zoo.factory import create, load_into
 from zoo.pretrained.adapt import strict_load
+from zoo.pretrained.errors import StateDictMismatchError
 from zoo.pretrained.files import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     read_checkpoint,
     read_model_file,
 )
-from zoo.pretrained.hub import StateDictMismatchError
 from zoo.utils import atomic_write
 
 __all__ = [

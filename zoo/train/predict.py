@@ -32,7 +32,7 @@ from zoo.cli_errors import (
 from zoo.data.folder import IMG_EXTENSIONS, build_transform, resolve_data_cfg, verify_image
 from zoo.data.images import load_image
 from zoo.factory import create, is_file_spec
-from zoo.pretrained.hub import WeightsError
+from zoo.pretrained.errors import WeightsError
 from zoo.train.checks import check_finite_weights
 
 __all__ = ["build_parser", "main", "predict", "expand_images"]
