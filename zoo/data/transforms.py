@@ -5,10 +5,15 @@ A data config is the ``preprocessing`` block of a weight manifest (or a model's
 ``mean``, ``std``, ``channel_order`` (RGB/BGR/L) and ``value_range`` ([0, 1] or [0, 255]).
 The eval transform is: resize the shorter side to ``resize_size`` -> centre crop to
 ``input_size`` -> tensor in ``value_range`` (channels reordered if BGR) -> normalise.
+
+Two training augmentations on ``(C, H, W)`` tensors live here too: ``PadRandomCrop``
+(the CIFAR-style random crop with padding) and ``RandomErasing`` (Zhong et al. 2017, with
+timm's parameters).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +26,15 @@ from torchvision.transforms import functional as F
 from zoo.data.config import resolve_data_config
 from zoo.data.images import load_image
 
-__all__ = ["resolve_data_config", "EvalTransform", "create_eval_transform", "opencv_resize"]
+__all__ = [
+    "resolve_data_config",
+    "EvalTransform",
+    "create_eval_transform",
+    "opencv_resize",
+    "pad_crop",
+    "PadRandomCrop",
+    "RandomErasing",
+]
 
 
 def opencv_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -141,3 +154,98 @@ class EvalTransform(nn.Module):
 def create_eval_transform(config: Mapping[str, Any] | Sequence | None = None) -> EvalTransform:
     """The eval transform for a data config (see :func:`resolve_data_config`)."""
     return EvalTransform(dict(config or {}))
+
+
+def pad_crop(img: torch.Tensor, padding: int, top: int, left: int) -> torch.Tensor:
+    """``img`` (``(C, H, W)``) padded by ``padding`` zeros on each side, then the ``H x W``
+    window at (``top``, ``left``) of the padded image; offsets run from 0 to ``2 * padding``."""
+    h, w = img.shape[-2:]
+    if not (0 <= top <= 2 * padding and 0 <= left <= 2 * padding):
+        raise ValueError(f"offset ({top}, {left}) outside 0..{2 * padding} for padding {padding}")
+    padded = nnf.pad(img, (padding, padding, padding, padding))
+    return padded[..., top : top + h, left : left + w]
+
+
+class PadRandomCrop:
+    """CIFAR-style random crop: pad a ``(C, H, W)`` tensor by ``padding`` zeros (black,
+    before normalisation) on each side and crop ``H x W`` back at a uniform random offset."""
+
+    def __init__(self, padding: int) -> None:
+        if padding < 0:
+            raise ValueError(f"--crop-padding must be >= 0, got {padding}")
+        self.padding = int(padding)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.padding == 0:
+            return img
+        top, left = torch.randint(0, 2 * self.padding + 1, (2,)).tolist()
+        return pad_crop(img, self.padding, top, left)
+
+    def __repr__(self) -> str:
+        return f"PadRandomCrop(padding={self.padding})"
+
+
+class RandomErasing:
+    """Random erasing (Zhong et al. 2017) of a normalised ``(C, H, W)`` tensor, as timm sets it.
+
+    With probability ``p`` one rectangle of ``area`` (a fraction of the image, uniform in
+    ``area``) and aspect ratio h/w (log-uniform in ``aspect``) is filled, at a uniform
+    position; up to 10 draws are tried for a rectangle that fits, else the image is kept.
+    ``mode``: ``pixel`` fills standard-normal noise per pixel, ``rand`` one normal value per
+    channel, ``const`` zeros (the mean, after normalisation).
+    """
+
+    MODES = ("pixel", "rand", "const")
+
+    def __init__(
+        self,
+        p: float = 0.25,
+        mode: str = "pixel",
+        area: tuple[float, float] = (0.02, 1 / 3),
+        aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        attempts: int = 10,
+    ) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"random erasing probability must be in [0, 1], got {p}")
+        if mode not in self.MODES:
+            raise ValueError(f"random erasing mode must be one of {self.MODES}, got {mode!r}")
+        if not 0.0 < area[0] <= area[1] <= 1.0 or not 0.0 < aspect[0] <= aspect[1]:
+            raise ValueError(f"bad random erasing bounds: area {area}, aspect {aspect}")
+        self.p, self.mode, self.attempts = float(p), mode, int(attempts)
+        self.area = (float(area[0]), float(area[1]))
+        self.log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
+
+    def params(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """(top, left, h, w) of a rectangle drawn as the class describes, or None."""
+        for _ in range(self.attempts):
+            u = torch.rand(2).tolist()
+            target = (self.area[0] + (self.area[1] - self.area[0]) * u[0]) * height * width
+            ratio = math.exp(self.log_aspect[0] + (self.log_aspect[1] - self.log_aspect[0]) * u[1])
+            h = int(round(math.sqrt(target * ratio)))
+            w = int(round(math.sqrt(target / ratio)))
+            if 0 < h < height and 0 < w < width:
+                top = int(torch.randint(0, height - h + 1, ()))
+                left = int(torch.randint(0, width - w + 1, ()))
+                return top, left, h, w
+        return None
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0.0 or float(torch.rand(())) >= self.p:
+            return img
+        box = self.params(img.shape[-2], img.shape[-1])
+        if box is None:
+            return img
+        top, left, h, w = box
+        c = img.shape[0]
+        if self.mode == "pixel":
+            fill = torch.randn(c, h, w, dtype=img.dtype)
+        elif self.mode == "rand":
+            fill = torch.randn(c, 1, 1, dtype=img.dtype).expand(c, h, w)
+        else:
+            fill = torch.zeros(c, h, w, dtype=img.dtype)
+        out = img.clone()
+        out[:, top : top + h, left : left + w] = fill
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomErasing(p={self.p}, mode={self.mode!r}, area={self.area})"

@@ -48,7 +48,16 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         default=0.2,
         help="share of each class held out when DIR has no val/ folder",
     )
-    src.add_argument("--split-seed", type=int, default=0, help="seed of that split")
+    src.add_argument(
+        "--val-split",
+        type=open_fraction,
+        default=None,
+        metavar="FRACTION",
+        help="--dataset fashion-mnist: validate on this share of each class of the TRAINING "
+        "images, held out (seeded by --split-seed), not on the test set, so best.pt and any "
+        "other choice never see the test set (default: validate on the test set)",
+    )
+    src.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
     src.add_argument(
         "--train-subset",
         type=non_negative_int,
@@ -80,6 +89,31 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         help="lower bound of RandomResizedCrop's area scale",
     )
     src.add_argument("--hflip", type=probability, default=0.5, help="horizontal flip probability")
+    src.add_argument(
+        "--crop-padding",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="pad the crop by N black pixels on each side, then crop it back to the input "
+        "size at a random offset (CIFAR-style random crop; 0: off)",
+    )
+    src.add_argument(
+        "--reprob",
+        "--random-erasing",
+        dest="reprob",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="random erasing probability (timm's --reprob): one rectangle of 2-33%% of the "
+        "image, aspect 0.3-3.3, after normalisation (0: off)",
+    )
+    src.add_argument(
+        "--remode",
+        choices=["pixel", "rand", "const"],
+        default="pixel",
+        help="random erasing fill, as timm: pixel (normal noise per pixel), rand (one normal "
+        "value per channel), const (zeros, the mean after normalisation)",
+    )
     src.add_argument("--no-aug", action="store_true", help="train on the eval transform")
     src.add_argument(
         "--workers", type=non_negative_int, default=2, help="data loading processes per rank"
@@ -128,6 +162,20 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
         "--lr-schedule", choices=["cosine", "linear"], default="cosine", help="decay after warm-up"
     )
     opt.add_argument("--label-smoothing", type=probability, default=0.1)
+    opt.add_argument(
+        "--model-ema",
+        action="store_true",
+        help="keep an exponential moving average of the weights (timm's ModelEmaV2: "
+        "parameters and BatchNorm statistics averaged), evaluated each epoch beside the raw "
+        "model; it picks best.pt and is what checkpoints hold and `zoo publish` ships",
+    )
+    opt.add_argument(
+        "--model-ema-decay",
+        type=open_fraction,
+        default=0.9998,
+        metavar="D",
+        help="EMA decay per optimizer step: ema = D * ema + (1 - D) * weights",
+    )
     opt.add_argument(
         "--grad-clip", type=non_negative_float, default=0.0, help="max gradient norm (0: off)"
     )

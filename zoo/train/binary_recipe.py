@@ -9,7 +9,9 @@ the step's epochs), as the papers restart from the peak learning rate; ``best.pt
 holds a step-2 (fully binary) model. One step (the default) is plain training.
 
 A checkpoint records the plan (``binary_recipe``) and its step, so ``--resume`` continues in
-either step, also from the checkpoint written at the end of step 1.
+either step, also from the checkpoint written at the end of step 1. With ``--model-ema`` the
+average restarts from the model's weights when a step starts (step 2 averages binary-weight
+models only).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from zoo.binary.layers import is_binary, set_binary_weights
 from zoo.train.checkpoint import CheckpointError
 from zoo.train.distributed import DistInfo
+from zoo.train.ema import ModelEma
 from zoo.train.fit import fit
 from zoo.train.resume import restore
 
@@ -128,6 +131,7 @@ def _resume_state(
     make_optimizer: MakeOptimizer,
     scaler: Any,
     info: DistInfo,
+    ema: ModelEma | None = None,
 ) -> tuple[int, tuple[float, int], tuple[Any, Any]]:
     """Restore a checkpoint: the next epoch, the best so far, and the optimizer and schedule
     to continue with (fresh ones when the checkpoint ended the previous step)."""
@@ -135,7 +139,7 @@ def _resume_state(
     check_resume_plan(ckpt, plan, path)
     saved = step_at(plan, int(ckpt["next_epoch"]) - 1)
     opt_sched = make_optimizer(saved.epochs)
-    start, best = restore(path, ckpt, args, model, *opt_sched, scaler, info)
+    start, best = restore(path, ckpt, args, model, *opt_sched, scaler, info, ema)
     if step_at(plan, start).index != saved.index:  # ended step 1: step 2 starts afresh
         return start, (-1.0, -1), make_optimizer(step_at(plan, start).epochs)
     return start, best, opt_sched
@@ -150,16 +154,20 @@ def run_steps(
     resume: tuple[Path, Mapping[str, Any], argparse.Namespace] | None = None,
     scaler: Any = None,
     info: DistInfo | None = None,
+    ema: ModelEma | None = None,
 ) -> dict[str, Any]:
     """Run the plan's steps with ``fit`` (its other arguments in ``fit_kwargs``), each from
     a fresh optimizer, restoring ``resume`` = (path, checkpoint, args) first if given.
+    ``ema`` (``--model-ema``) restarts from the model's weights at the start of each step.
 
     Returns ``fit``'s result with the history of every step run.
     """
     check_two_step_model(model, plan)
     start, best, opt_sched = 0, (-1.0, -1), None
     if resume is not None:
-        start, best, opt_sched = _resume_state(resume, model, plan, make_optimizer, scaler, info)
+        start, best, opt_sched = _resume_state(
+            resume, model, plan, make_optimizer, scaler, info, ema
+        )
     history: list[dict[str, Any]] = []
     result: dict[str, Any] = {"history": history, "best_top1": best[0], "best_epoch": best[1]}
     for step in plan:
@@ -168,6 +176,10 @@ def run_steps(
         if opt_sched is None:
             opt_sched = make_optimizer(step.epochs)
         set_binary_weights(model, step.binary_weights)
+        if ema is not None:
+            set_binary_weights(ema.module, step.binary_weights)
+            if start <= step.start:  # the step begins here, not resumed in its middle
+                ema.reset(model)
         step_meta = {**meta, "binary_recipe": {**recipe_record(plan), "step": step.index}}
         result = fit(
             model,
@@ -179,6 +191,7 @@ def run_steps(
             start_epoch=max(start, step.start),
             best=best,
             scaler=scaler,
+            ema=ema,
             **fit_kwargs,
         )
         history += result["history"]

@@ -2,7 +2,10 @@
 
 An image folder (``--data``) or Fashion-MNIST (``--dataset``), optionally subset with
 ``--seed``; each rank reads its own shard of the training set (``DistributedSampler``)
-and of the validation set (``ShardSampler``).
+and of the validation set (``ShardSampler``). Fashion-MNIST validates on its test set
+unless ``--val-split`` holds out part of the training images instead. Training
+augmentation: random resized crop, horizontal flip, then optionally ``--crop-padding``
+and, after normalisation, random erasing (``--reprob``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision import transforms as T
 
 from zoo.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from zoo.data.fashion_mnist import FashionMNIST
@@ -24,10 +28,19 @@ from zoo.data.folder import (
     collate_skip_none,
     load_splits,
     resolve_data_cfg,
+    stratified_split,
 )
+from zoo.data.transforms import PadRandomCrop, RandomErasing
 from zoo.train.distributed import DistInfo, ShardSampler
 
-__all__ = ["subset", "load_datasets", "run_data_cfg", "set_transforms", "make_loaders"]
+__all__ = [
+    "subset",
+    "load_datasets",
+    "run_data_cfg",
+    "train_transform",
+    "set_transforms",
+    "make_loaders",
+]
 
 
 def subset(ds: TransformSubset, n: int, seed: int) -> TransformSubset:
@@ -42,13 +55,26 @@ def load_datasets(
     args: argparse.Namespace, in_chans: int, info: DistInfo, progress: bool
 ) -> tuple[TransformSubset, TransformSubset, list[str], dict[str, Any]]:
     """Train/val datasets without transforms yet, their class names and a description."""
+    val_split = getattr(args, "val_split", None)
     if args.dataset == "fashion-mnist":
         train_base = FashionMNIST(args.dataset_root, train=True)
-        val_base = FashionMNIST(args.dataset_root, train=False)
-        train = TransformSubset(train_base, range(len(train_base)), None)
-        val = TransformSubset(val_base, range(len(val_base)), None)
         classes, desc = list(FASHION_MNIST_CLASSES), {"data": f"fashion-mnist:{args.dataset_root}"}
+        if val_split:  # held out of the training images: the test set stays unseen
+            keep, held = stratified_split(train_base.targets.tolist(), val_split, args.split_seed)
+            train = TransformSubset(train_base, keep, None)
+            val = TransformSubset(train_base, held, None)
+            desc["val"] = f"{val_split:g} of the training images (--split-seed {args.split_seed})"
+        else:
+            val_base = FashionMNIST(args.dataset_root, train=False)
+            train = TransformSubset(train_base, range(len(train_base)), None)
+            val = TransformSubset(val_base, range(len(val_base)), None)
+            desc["val"] = "test set"
     else:
+        if val_split:
+            raise ValueError(
+                "--val-split holds out Fashion-MNIST training images; an image folder is "
+                "split with --val-fraction (or its own val/ folder)"
+            )
         train, val, classes, desc = load_splits(
             args.data,
             None,
@@ -94,12 +120,26 @@ def set_transforms(
 ) -> None:
     """Training augmentation (or the eval transform with ``--no-aug``) and eval transform."""
     eval_tf = build_transform(data_cfg, train=False)
-    train_ds.transform = (
-        eval_tf
-        if args.no_aug
-        else build_transform(data_cfg, train=True, scale_min=args.scale_min, hflip=args.hflip)
-    )
+    train_ds.transform = eval_tf if args.no_aug else train_transform(data_cfg, args)
     val_ds.transform = eval_tf
+
+
+def train_transform(data_cfg: Mapping[str, Any], args: argparse.Namespace) -> Any:
+    """Random resized crop and flip (``zoo.data.folder.build_transform``), the padded random
+    crop right after the image becomes a tensor (zero padding is black, whatever the
+    normalisation), and random erasing after normalisation (its noise is then unit-scale)."""
+    base = build_transform(dict(data_cfg), train=True, scale_min=args.scale_min, hflip=args.hflip)
+    padding = getattr(args, "crop_padding", 0)
+    reprob = getattr(args, "reprob", 0.0)
+    if not padding and not reprob:
+        return base
+    steps = list(base.transforms)
+    if padding:
+        at = next(i for i, t in enumerate(steps) if isinstance(t, T.ToTensor)) + 1
+        steps.insert(at, PadRandomCrop(padding))
+    if reprob:
+        steps.append(RandomErasing(reprob, getattr(args, "remode", "pixel")))
+    return T.Compose(steps)
 
 
 def make_loaders(

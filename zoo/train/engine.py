@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from zoo.train.checkpoint import unwrap_model
 from zoo.train.distributed import DistInfo, all_reduce_sum
+from zoo.train.ema import ModelEma
 
 __all__ = [
     "topk_correct",
@@ -138,8 +139,12 @@ def train_one_epoch(
     desc: str = "train",
     progress: bool = True,
     grad_clip: float = 0.0,
+    ema: ModelEma | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns loss, top-1, images and skipped images (all ranks)."""
+    """One pass over ``loader``; returns loss, top-1, images and skipped images (all ranks).
+
+    ``ema`` (``--model-ema``) takes one averaging step after every optimizer step.
+    """
     _train_mode(model)
     dev = info.device
     sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, correct, n, skipped
@@ -181,6 +186,8 @@ def train_one_epoch(
             if grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+        if ema is not None:
+            ema.update(model)
         scheduler.step()
         n = y.shape[0]
         sums[0] += float(loss.detach()) * n

@@ -1,7 +1,9 @@
 """Training over epochs: DDP wrapping per freeze phase, checkpoints and ``summary.csv``.
 
 Every epoch ends with an atomic ``last.pt``, ``best.pt`` when validation top-1 improves,
-and a row in ``summary.csv`` (rewritten so a resumed run keeps one row per epoch).
+and a row in ``summary.csv`` (rewritten so a resumed run keeps one row per epoch). With
+``--model-ema`` the EMA weights are evaluated beside the raw ones each epoch, choose
+``best.pt`` (as in timm) and are the weights checkpoints hold as ``state_dict``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from zoo.train.checkpoint import get_rng_state, save_checkpoint
 from zoo.train.distributed import DistInfo, all_gather_objects, barrier, distribute_bn
+from zoo.train.ema import ModelEma
 from zoo.train.engine import evaluate, set_backbone_frozen, train_one_epoch
 from zoo.train.resume import checkpoint_payload
 from zoo.utils import atomic_write
@@ -66,11 +69,16 @@ SUMMARY_HEADER = [
     "val_top5",
     "train_seconds",
     "frozen",
+    "ema_val_loss",
+    "ema_val_top1",
 ]
 
 
-def _append_summary(path: Path, epoch: int, lr: float, tr: dict, va: dict, frozen: bool) -> None:
-    """Rewrite ``summary.csv`` with rows before ``epoch`` plus this one (resume-safe)."""
+def _append_summary(
+    path: Path, epoch: int, lr: float, tr: dict, va: dict, frozen: bool, va_ema: dict | None
+) -> None:
+    """Rewrite ``summary.csv`` with rows before ``epoch`` plus this one (resume-safe); the
+    EMA columns stay empty without ``--model-ema``."""
     rows = []
     if path.exists():
         with open(path, newline="") as f:
@@ -86,6 +94,8 @@ def _append_summary(path: Path, epoch: int, lr: float, tr: dict, va: dict, froze
             f"{va['top5']:.3f}",
             f"{tr['seconds']:.2f}",
             int(frozen),
+            f"{va_ema['loss']:.5f}" if va_ema else "",
+            f"{va_ema['top1']:.3f}" if va_ema else "",
         ]
     )
     _write_csv_atomic(path, SUMMARY_HEADER, rows)
@@ -111,12 +121,15 @@ def fit(
     progress: bool = True,
     grad_clip: float = 0.0,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    ema: ModelEma | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for epochs ``start_epoch..epochs-1``, checkpointing after each.
 
     ``model`` is the plain module (DDP wrapping happens here, once per freeze phase, so
     parameters unfrozen later are synchronised too). ``on_epoch_end(epoch, metrics)`` runs
-    after the epoch's checkpoint is on disk. Returns the last metrics and the best top-1.
+    after the epoch's checkpoint is on disk. ``ema`` (``zoo.train.ema.ModelEma``) is updated
+    every step; its validation top-1 then picks ``best.pt``. Returns the last metrics and
+    the best top-1.
     """
     out = Path(output) if output is not None else None
     if out is not None and info.is_main:
@@ -146,13 +159,21 @@ def fit(
             desc=f"{tag} train",
             progress=progress,
             grad_clip=grad_clip,
+            ema=ema,
         )
         distribute_bn(model, info)
         va = evaluate(model, val_loader, info, amp_dtype, desc=f"{tag} val", progress=progress)
         check_finite_val_loss(va, tag, out)
-        improved = va["top1"] > best_top1
+        va_ema = None
+        if ema is not None:
+            distribute_bn(ema.module, info)
+            va_ema = evaluate(
+                ema.module, val_loader, info, amp_dtype, desc=f"{tag} val ema", progress=progress
+            )
+        chosen = va_ema if va_ema is not None else va
+        improved = chosen["top1"] > best_top1
         if improved:
-            best_top1, best_epoch = va["top1"], epoch
+            best_top1, best_epoch = chosen["top1"], epoch
         rng = all_gather_objects(get_rng_state(), info)
         metrics = {
             "epoch": epoch,
@@ -162,6 +183,8 @@ def fit(
             "best_epoch": best_epoch,
             "frozen": frozen,
         }
+        if va_ema is not None:
+            metrics["val_ema"] = va_ema
         history.append(metrics)
         if info.is_main:
             if out is not None:
@@ -175,16 +198,18 @@ def fit(
                     rng,
                     info,
                     (best_top1, best_epoch),
-                    {"train": tr, "val": va},
+                    {k: metrics[k] for k in ("train", "val", "val_ema") if k in metrics},
+                    ema,
                 )
                 save_checkpoint(out / "last.pt", payload)
                 if improved:
                     save_checkpoint(out / "best.pt", payload)
-                _append_summary(out / "summary.csv", epoch, tr["lr"], tr, va, frozen)
+                _append_summary(out / "summary.csv", epoch, tr["lr"], tr, va, frozen, va_ema)
             skipped = f"  skipped {tr['skipped']} unreadable" if tr["skipped"] else ""
+            ema_txt = f" | ema top1 {va_ema['top1']:.2f}%" if va_ema is not None else ""
             print(
                 f"{tag}: train loss {tr['loss']:.4f} top1 {tr['top1']:.2f}% | val loss "
-                f"{va['loss']:.4f} top1 {va['top1']:.2f}% top5 {va['top5']:.2f}% | "
+                f"{va['loss']:.4f} top1 {va['top1']:.2f}% top5 {va['top5']:.2f}%{ema_txt} | "
                 f"lr {tr['lr']:.3g} | {tr['seconds']:.1f}s{' *best*' if improved else ''}{skipped}",
                 flush=True,
             )

@@ -7,7 +7,10 @@ see ``zoo.save_binary``) and ``weights/shufflenet_g3.fashion_mnist.json`` with t
 the preprocessing the model was trained with, the recipe (the ``zoo train`` command that
 produced it), the training time, and the test accuracy measured on the published file as
 ``zoo.create(arch, pretrained=tag)`` loads it. Runs on ``--dataset fashion-mnist`` are
-evaluated on the 10,000 test images; other runs keep their last validation figures.
+evaluated on the 10,000 test images; other runs keep their last validation figures. A run
+with ``--model-ema`` ships its EMA weights. No selection on the test set: a checkpoint of an
+epoch before the last (a ``best.pt``) is refused when the run validated on the test set
+(train with ``--val-split`` to choose on held-out training images).
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ def publish(
     checkpoint = Path(checkpoint)
     model, ckpt = model_from_checkpoint(checkpoint)
     arch, args = ckpt["arch"], dict(ckpt.get("args") or {})
+    selection = _selection(checkpoint, ckpt, args)
     wdir = Path(weights_dir)
     rel = Path(tag) / f"{arch}.safetensors"
     _check_not_published(wdir, arch, tag, rel, force)
@@ -187,15 +191,16 @@ def publish(
                 **evaluate_fashion_mnist(loaded, ckpt["data_cfg"], progress=progress),
                 "img_size": int(ckpt["data_cfg"]["input_size"][-1]),
                 "source": "measured on the published file by `zoo publish` (all 10,000 test "
-                "images; last epoch, no selection on the test set)",
+                f"images; {selection}, no selection on the test set)",
             }
         else:
-            val = (ckpt.get("metrics") or {}).get("val", {})
+            run_metrics = ckpt.get("metrics") or {}
+            val = run_metrics.get("val_ema") or run_metrics.get("val", {})
             manifest["metrics"] = {
                 "dataset": str(args.get("data", "")),
                 "top1": round(float(val.get("top1", 0.0)), 2),
                 "top5": round(float(val.get("top5", 0.0)), 2),
-                "source": "validation split of the training run (last epoch)",
+                "source": f"validation split of the training run ({selection})",
             }
     finally:
         if old_env is None:
@@ -205,6 +210,23 @@ def publish(
         manifests.clear_cache()
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _selection(checkpoint: Path, ckpt: dict[str, Any], args: dict[str, Any]) -> str:
+    """How the checkpoint's epoch was chosen, for the manifest; refuses an epoch chosen on
+    the Fashion-MNIST test set (a best.pt of a run that validated on it)."""
+    epochs, done = args.get("epochs"), int(ckpt.get("next_epoch", 0))
+    weights = "EMA weights, " if "state_dict_raw" in ckpt else ""
+    if epochs is None or done >= int(epochs):
+        return f"{weights}last epoch"
+    if args.get("dataset") == "fashion-mnist" and not args.get("val_split"):
+        raise ValueError(
+            f"{str(checkpoint)!r} holds epoch {done} of {epochs}, chosen on the Fashion-MNIST "
+            "test set (the run validated on it): publish its last.pt, or train with "
+            "--val-split to choose epochs on held-out training images"
+        )
+    held = f"--val-split {args['val_split']}" if args.get("val_split") else "the run's val split"
+    return f"{weights}epoch {done} of {epochs}, chosen on {held}"
 
 
 class AlreadyPublishedError(ValueError):

@@ -2,7 +2,8 @@
 
 ``checkpoint_meta`` describes the run (model, classes, preprocessing, arguments);
 ``checkpoint_payload`` adds one epoch's state (model, optimizer, scheduler, scaler, every
-rank's RNG). ``check_resumable`` / ``restore`` read a ``last.pt`` back so that a resumed run
+rank's RNG; with ``--model-ema`` the EMA weights as ``state_dict`` and the raw ones as
+``state_dict_raw``). ``check_resumable`` / ``restore`` read a ``last.pt`` back so that a resumed run
 reproduces an uninterrupted one exactly.
 """
 
@@ -26,6 +27,7 @@ from zoo.train.checkpoint import (
     unwrap_model,
 )
 from zoo.train.distributed import DistInfo
+from zoo.train.ema import ModelEma
 
 __all__ = [
     "RESUME_KEYS",
@@ -54,6 +56,13 @@ RESUME_KEYS = (
     "lr_schedule",
     "binary_steps",
     "binary_step1_epochs",
+    "model_ema",
+    "model_ema_decay",
+    "crop_padding",
+    "reprob",
+    "remode",
+    "val_split",
+    "split_seed",
 )
 
 
@@ -112,13 +121,26 @@ def checkpoint_payload(
     info: DistInfo,
     best: tuple[float, int],
     metrics: dict[str, Any],
+    ema: ModelEma | None = None,
 ) -> dict[str, Any]:
-    """Everything ``last.pt`` / ``best.pt`` hold after ``epoch``: enough to resume exactly."""
+    """Everything ``last.pt`` / ``best.pt`` hold after ``epoch``: enough to resume exactly.
+
+    With ``ema`` the averaged weights are the ``state_dict`` (what is validated, published
+    and distilled from) and the raw training weights ``state_dict_raw``.
+    """
+    raw = unwrap_model(model).state_dict()
+    weights: dict[str, Any] = {"state_dict": raw}
+    if ema is not None:
+        weights = {
+            "state_dict": ema.state_dict(),
+            "state_dict_raw": raw,
+            "model_ema": {"decay": ema.decay},
+        }
     return {
         **(meta or {}),
         "epoch": epoch,
         "next_epoch": epoch + 1,
-        "state_dict": unwrap_model(model).state_dict(),
+        **weights,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -174,9 +196,24 @@ def restore(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     info: DistInfo,
+    ema: ModelEma | None = None,
 ) -> tuple[int, tuple[float, int]]:
-    """Load a last.pt into model/optimizer/scheduler/scaler/RNG; returns the next epoch, best."""
-    load_model_state(model, ckpt["state_dict"], source=f"--resume {str(path)!r}")
+    """Load a last.pt into model/optimizer/scheduler/scaler/RNG (and ``ema``); returns the
+    next epoch and the best so far. A checkpoint of an EMA run resumes its raw weights."""
+    source = f"--resume {str(path)!r}"
+    has_ema = "state_dict_raw" in ckpt
+    load_model_state(model, ckpt["state_dict_raw" if has_ema else "state_dict"], source=source)
+    if ema is not None:
+        if has_ema:
+            ema.load_state_dict(ckpt["state_dict"], source=source)
+        else:
+            ema.reset(model)
+            if info.is_main:
+                warnings.warn(
+                    f"{source} was trained without --model-ema: the average starts from its "
+                    "weights now",
+                    stacklevel=2,
+                )
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and ckpt.get("scaler"):

@@ -1,8 +1,9 @@
 """The ``zoo train`` / ``zoo finetune`` command: wires data, model, optimizer and ``fit``.
 
 One code path for one process or many (``torchrun``): SGD or AdamW, per-step cosine or
-linear decay after a linear warm-up, label smoothing, mixed precision on GPU, optional
-knowledge distillation, a frozen-backbone phase and two-step training of binary nets
+linear decay after a linear warm-up, label smoothing, an EMA of the weights
+(``--model-ema``), mixed precision on GPU, optional knowledge distillation, a
+frozen-backbone phase and two-step training of binary nets
 (``--binary-steps 2``, see ``zoo.train.binary_recipe``). ``--resume`` continues from
 ``last.pt`` and reproduces an uninterrupted run exactly.
 
@@ -32,6 +33,7 @@ from zoo.train.checkpoint import CheckpointError, state_digest, unwrap_model
 from zoo.train.data import load_datasets, make_loaders, run_data_cfg, set_transforms
 from zoo.train.distill import DistillationLoss, load_teacher
 from zoo.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from zoo.train.ema import ModelEma
 from zoo.train.engine import amp_settings
 from zoo.train.model_setup import build_model, default_in_chans, model_for_resume
 from zoo.train.optim import create_optimizer, create_scheduler, default_lr, default_weight_decay
@@ -148,6 +150,7 @@ def _train(
     seed_everything(args.seed + info.rank)  # same model everywhere, own augmentation per rank
     set_transforms(train_ds, val_ds, data_cfg, args)
     model.to(info.device)
+    ema = ModelEma(model, args.model_ema_decay) if getattr(args, "model_ema", False) else None
 
     teacher = None
     if args.teacher:
@@ -164,9 +167,11 @@ def _train(
     meta = checkpoint_meta(args, command, model, num_classes, in_chans, classes, data_cfg)
     if info.is_main:
         skipped = data_desc.get("skipped") or []
+        val_from = data_desc.get("val") or data_desc.get("split")
         print(
             f"{command} {args.model}: {len(train_ds)} train / {len(val_ds)} val images, "
-            f"{num_classes} classes, input {data_cfg['input_size']}, {info.world_size} process(es) "
+            f"{num_classes} classes (validation: {val_from}), input "
+            f"{data_cfg['input_size']}, {info.world_size} process(es) "
             f"on {info.device}"
             + (f", {len(skipped)} unreadable image(s) skipped" if skipped else ""),
             flush=True,
@@ -184,7 +189,9 @@ def _train(
         on_epoch_end=on_epoch_end,
     )
     resumed = (resume, resume_ckpt, args) if resume_ckpt is not None else None
-    result = run_steps(plan, model, make_optimizer, meta, fit_kwargs, resumed, scaler, info)
+    result = run_steps(
+        plan, model, make_optimizer, meta, fit_kwargs, resumed, scaler, info, ema=ema
+    )
     if args.rank_digest:
         digest = state_digest(unwrap_model(model).state_dict())
         _write_json_atomic(out / f"rank{info.rank}.digest.json", digest)
