@@ -344,6 +344,17 @@ def test_bench_smoke():
     r = bench_binary_conv(c=16, hw=6, k=3, repeats=2, warmup=1, threads=1)
     assert r["threads"] == 1 and r["float_ms"] > 0 and r["xnor_ms"] > 0
     assert r["weight_memory_ratio"] > 1
+    products = 16 * 16 * 9 * 36  # one image: outputs x products per output
+    assert r["xnor_gbinops"] == pytest.approx(products / (r["xnor_ms"] * 1e6))
+    if CPP_BACKENDS:  # the register-only peaks come from the C++ extension
+        assert r["peak_gbinops"] > 0 and r["peak_gmacs"] > 0
+        assert r["speedup_ceiling"] == pytest.approx(r["peak_gbinops"] / r["float_gmacs"])
+
+
+@pytest.mark.skipif(not CPP_BACKENDS, reason="the C++ extension is not built")
+def test_peak_rate_refuses_unknown_backends():
+    with pytest.raises(RuntimeError, match="unknown backend"):
+        K._extension().peak_rate(False, 7, 0.001)
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")

@@ -60,7 +60,7 @@ __all__ = [
 
 BACKENDS = ("auto", "avx512", "avx2", "portable", "torch")
 _CPP_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
-_SOURCES = ("xnor.cpp",)
+_SOURCES = ("xnor.cpp", "peak.cpp")
 _CFLAGS = ("-O3", "-fopenmp")
 _LDFLAGS = ("-fopenmp",)
 

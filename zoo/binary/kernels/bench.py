@@ -17,15 +17,37 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from . import backend, pack_conv_weight, use_backend, xnor_conv2d, xnor_conv2d_profile
+from . import (
+    _CPP_CODES,
+    _extension,
+    backend,
+    pack_conv_weight,
+    use_backend,
+    xnor_conv2d,
+    xnor_conv2d_profile,
+)
 from .reference import sign_pm1
 
-__all__ = ["bench_binary_conv", "theoretical_speedup", "main"]
+__all__ = ["bench_binary_conv", "peak_rates", "theoretical_speedup", "main"]
 
 
 def theoretical_speedup(c: int, n_w: int) -> float:
     """XNOR-Net's S = 64 c N_W / (c N_W + 64) for c channels and N_W weights per filter."""
     return 64.0 * c * n_w / (c * n_w + 64.0)
+
+
+def peak_rates(seconds: float = 0.2) -> dict[str, float]:
+    """This CPU's register-only peaks on torch's threads, for the current backend: binary
+    products/s through XOR + popcount + add (64 per word) and float32 multiply-adds/s.
+
+    Empty when the C++ extension is unavailable (the ``torch`` backend has no such loop).
+    """
+    ext = _extension()
+    name = backend()
+    if ext is None or name not in _CPP_CODES:
+        return {}
+    words = ext.peak_rate(False, _CPP_CODES[name], seconds)
+    return {"peak_gbinops": words * 64 / 1e9, "peak_gmacs": ext.peak_rate(True, 0, seconds) / 1e9}
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -123,7 +145,24 @@ def _bench(
     if split:
         split["other_ms"] = max(0.0, ms_xnor - split["pack_ms"] - split["gemm_phase_ms"])
         result.update(split)
+    result.update(_rates(batch * c * hw * hw * c * k * k, ms_float, ms_xnor))
     return result
+
+
+def _rates(products: int, ms_float: float, ms_xnor: float) -> dict[str, float]:
+    """Achieved rates beside the CPU's peaks: how close each conv runs to its machine limit,
+    and the speed-up a popcount kernel at 100 % of peak would reach against this float conv."""
+    out = {
+        "float_gmacs": products / ms_float / 1e6,
+        "xnor_gbinops": products / ms_xnor / 1e6,
+    }
+    peaks = peak_rates()
+    if peaks:
+        out.update(peaks)
+        out["float_peak_share"] = out["float_gmacs"] / peaks["peak_gmacs"]
+        out["xnor_peak_share"] = out["xnor_gbinops"] / peaks["peak_gbinops"]
+        out["speedup_ceiling"] = peaks["peak_gbinops"] / out["float_gmacs"]
+    return out
 
 
 def _profile(x: torch.Tensor, packed, pad: int, repeats: int) -> dict[str, float]:
@@ -155,6 +194,17 @@ def _format(results: list[dict]) -> str:
     lines = ["  ".join(v.rjust(wd) for v, wd in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     return "\n".join(lines)
+
+
+def _peak_line(r: dict) -> str:
+    """One line: the layer's achieved rates against this CPU's register-only peaks."""
+    return (
+        f"{r['backend']} {r['threads']} thread(s): XNOR layer {r['xnor_gbinops']:,.0f} Gbinop/s ="
+        f" {r['xnor_peak_share']:.0%} of the XOR+popcount peak {r['peak_gbinops']:,.0f};"
+        f" float conv {r['float_gmacs']:.1f} GMAC/s = {r['float_peak_share']:.0%} of the FMA peak"
+        f" {r['peak_gmacs']:.1f}; a kernel at 100 % of peak would be"
+        f" {r['speedup_ceiling']:.1f}x this float conv"
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -190,6 +240,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     first = results[0]
     print(f"binary conv {first['shape']}, padding {args.k // 2}, stride 1")
     print(_format(results))
+    for r in results:
+        if "peak_gbinops" in r:
+            print(_peak_line(r))
     print(
         f"theoretical speed-up (XNOR-Net) S = 64cN_W/(cN_W+64) = "
         f"{first['theoretical_speedup']:.2f}x; weights: float32 {first['float_weight_bytes']} B,"
@@ -197,9 +250,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     return results
 
-
-if __name__ == "__main__":
-    main()
 
 
 # Binary convs of XNOR ResNet-18 at 224x224 (3x3, stride 1): channels and input size.
@@ -264,3 +314,7 @@ def module_time_split(
     out["other"] = max(0.0, total - sum(out.values()))
     out["total"] = total
     return out
+
+
+if __name__ == "__main__":
+    main()

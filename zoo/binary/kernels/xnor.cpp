@@ -16,8 +16,9 @@
 // block of output channels, block of output positions), each gathering the receptive fields
 // of its positions into thread-local scratch (a small im2col of packed words) and running a
 // popcount "GEMM" of those rows against the weight rows. Kernels: AVX-512 VPOPCNTDQ (XOR +
-// vpopcntq); AVX2, either XOR + nibble lookup with vpshufb, or, with >= 32 output channels
-// per group, an activation-table kernel that needs no XOR (see lut_rows_avx2); portable C++.
+// vpopcntq, lanes = 8 output positions, see panel_tile_avx512); AVX2, either XOR + nibble
+// lookup with vpshufb, or, with >= 32 output channels per group, an activation-table kernel
+// that needs no XOR (see lut_rows_avx2); portable C++.
 // The x86 ones are compiled with function-level target attributes and chosen at run time from
 // the CPU's features, so the extension needs no -march flag and runs on any x86-64.
 
@@ -340,66 +341,44 @@ using LutFn = void (*)(const uint8_t*, int64_t, int64_t, const uint8_t*, __m256i
 const LutFn kLutFns[4] = {&lut_rows_avx2<kLutMR, 1>, &lut_rows_avx2<kLutMR, 2>,
                           &lut_rows_avx2<kLutMR, 3>, &lut_rows_avx2<kLutMR, 4>};
 
-// Lane sums of 8 vectors of 8 int64 as one vector (r[j] = sum of v[j]'s lanes) in 21
-// instructions, against ~7 each for _mm512_reduce_add_epi64: with rows of a few dozen words
-// (c = 256, 3x3: 36) the reductions of a 4x4 tile otherwise cost a third of its time.
-ZOO_TARGET_AVX512 inline __m512i hsum8_epi64_avx512(const __m512i* v) {
-  __m512i s[4];
-#pragma GCC unroll 4
-  for (int q = 0; q < 4; ++q)  // 128-bit lane k: (v[2q] pair k, v[2q+1] pair k)
-    s[q] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * q], v[2 * q + 1]),
-                            _mm512_unpackhi_epi64(v[2 * q], v[2 * q + 1]));
-  const int even = _MM_SHUFFLE(2, 0, 2, 0), odd = _MM_SHUFFLE(3, 1, 3, 1);
-  const __m512i q01 = _mm512_add_epi64(_mm512_shuffle_i64x2(s[0], s[1], even),
-                                       _mm512_shuffle_i64x2(s[0], s[1], odd));
-  const __m512i q23 = _mm512_add_epi64(_mm512_shuffle_i64x2(s[2], s[3], even),
-                                       _mm512_shuffle_i64x2(s[2], s[3], odd));
-  return _mm512_add_epi64(_mm512_shuffle_i64x2(q01, q23, even),
-                          _mm512_shuffle_i64x2(q01, q23, odd));
+// AVX-512 panel kernel: the lanes of a vector are 8 output positions, not 8 words of one row.
+// The gathered rows of a task are stored as panels [K][8] (word k of 8 consecutive positions
+// side by side, gather_panels), and each weight word is broadcast against them, so a step is
+// exactly one XOR, one VPOPCNTQ and one add per 8 products of 64 bits: no masked tail for
+// rows whose length is not a multiple of 8 words and no horizontal sums at the end. MV panels
+// (8 * MV positions) by NR output channels per micro-tile; popcounts out as int32
+// pc[j * 8 * MV + position].
+template <int MV, int NR>
+ZOO_TARGET_AVX512 void panel_tile_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
+                                         int64_t K, int32_t* pc) {
+  __m512i acc[MV][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MV; ++m)
+#pragma GCC unroll 16
+    for (int j = 0; j < NR; ++j) acc[m][j] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512i av[MV];
+#pragma GCC unroll 8
+    for (int m = 0; m < MV; ++m) av[m] = _mm512_loadu_si512(A + (m * K + k) * 8);
+#pragma GCC unroll 16
+    for (int j = 0; j < NR; ++j) {
+      const __m512i bv = _mm512_set1_epi64(static_cast<long long>(B[j * ks + k]));
+#pragma GCC unroll 8
+      for (int m = 0; m < MV; ++m)
+        acc[m][j] = _mm512_add_epi64(acc[m][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[m], bv)));
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 8
+    for (int m = 0; m < MV; ++m)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + (j * MV + m) * 8),
+                          _mm512_cvtepi64_epi32(acc[m][j]));
 }
 
-// One step of a tile: words [w, w + 8) of MR rows of A against the same words of NR rows of
-// B (masked for the last words of a row), accumulated per (row, row) pair.
-template <int MR, int NR>
-ZOO_TARGET_AVX512 inline void tile_step_avx512(const uint64_t* a, const uint64_t* B, int64_t ks,
-                                               int64_t w, __mmask8 m, __m512i (&acc)[MR][NR]) {
-  __m512i av[MR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) av[i] = _mm512_maskz_loadu_epi64(m, a + i * ks + w);
-#pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) {
-    const __m512i bv = _mm512_maskz_loadu_epi64(m, B + j * ks + w);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-      acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[i], bv)));
-  }
-}
-
-// AVX-512 VPOPCNTDQ: XOR and popcount 8 words per instruction, 64-bit accumulators (no
-// overflow folding needed); the last words of a row, if fewer than 8, use masked loads.
-template <int MR, int NR>
-ZOO_TARGET_AVX512 void tiles_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
-                                    int64_t nwords, int64_t ntiles, int32_t* pc) {
-  const int64_t nfull = nwords / 8;
-  const int64_t rest = nwords - nfull * 8;
-  const __mmask8 tail = static_cast<__mmask8>((1u << rest) - 1u);
-  for (int64_t t = 0; t < ntiles; ++t) {
-    const uint64_t* a = A + t * MR * ks;
-    __m512i acc[MR][NR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < nfull; ++k) tile_step_avx512<MR, NR>(a, B, ks, 8 * k, 0xff, acc);
-    if (rest) tile_step_avx512<MR, NR>(a, B, ks, 8 * nfull, tail, acc);
-    static_assert(MR * NR % 8 == 0, "tiles reduce 8 accumulators at a time");
-    const __m512i* flat = &acc[0][0];
-#pragma GCC unroll 4
-    for (int q = 0; q < MR * NR / 8; ++q)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + t * MR * NR + 8 * q),
-                          _mm512_cvtepi64_epi32(hsum8_epi64_avx512(flat + 8 * q)));
-  }
-}
+constexpr int kPanelMV = 2;  // panels (of 8 positions) per micro-tile: kRowBlock positions
+constexpr int kPanelNR = 8;  // output channels per micro-tile (Og_pad is a multiple of 8)
+static_assert(kPanelMV * 8 == kRowBlock, "a task's rows are one micro-tile of panels");
 
 #endif  // ZOO_SIMD
 
@@ -419,8 +398,6 @@ struct Kernel {
 Kernel kernel_for(int64_t backend) {
   switch (backend) {
 #if ZOO_SIMD
-    case kAvx512:
-      return {&tiles_avx512<4, 4>, 4, 4, true, nullptr, false};
     case kAvx2:
       return {&tiles_avx2<2, 4>, 2, 4, true, &split_nibbles_avx2, true};
 #endif
@@ -632,6 +609,45 @@ void gather_rows(const uint64_t* packed, const Geom& g, int64_t grp, int64_t r0,
   }
 }
 
+#if ZOO_SIMD
+// im2col of up to kRowBlock rows of one group straight into kRowBlock / 8 panels [K][8]
+// (panel_tile_avx512's layout): word k of row i lands at cols[(i / 8) * K * 8 + k * 8 + i % 8].
+void gather_panels(const uint64_t* packed, const Geom& g, int64_t grp, int64_t r0,
+                   int64_t nrows, uint64_t* cols) {
+  const int64_t H = g.H, W = g.W, Wg = g.Wg, K = g.K, kh = g.kh, kw = g.kw;
+  const int64_t sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw;
+  const int64_t stride_px = g.G * Wg;
+  if (nrows < kRowBlock) std::memset(cols, 0, sizeof(uint64_t) * kRowBlock * K);
+  int64_t n = r0 / g.P;
+  int64_t ho = (r0 - n * g.P) / g.Wo;
+  int64_t wo = r0 - n * g.P - ho * g.Wo;
+  for (int64_t i = 0; i < nrows; ++i) {
+    if (i > 0 && ++wo == g.Wo) {
+      wo = 0;
+      if (++ho == g.Ho) {
+        ho = 0;
+        ++n;
+      }
+    }
+    uint64_t* dst = cols + (i / 8) * K * 8 + (i % 8);
+    const uint64_t* img = packed + n * H * W * stride_px + grp * Wg;
+    for (int64_t u = 0; u < kh; ++u) {
+      const int64_t hi = ho * sh - pt + u * dh;
+      const bool row_in = hi >= 0 && hi < H;
+      for (int64_t v = 0; v < kw; ++v, dst += 8 * Wg) {
+        const int64_t wi = wo * sw - pl + v * dw;
+        if (row_in && wi >= 0 && wi < W) {
+          const uint64_t* src = img + (hi * W + wi) * stride_px;
+          for (int64_t q = 0; q < Wg; ++q) dst[8 * q] = src[q];
+        } else {
+          for (int64_t q = 0; q < Wg; ++q) dst[8 * q] = 0;
+        }
+      }
+    }
+  }
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // The whole convolution.
 
@@ -692,7 +708,9 @@ ZOO_TARGET_AVX512 inline __m512i column_dots_avx512(const int32_t* pc, int strid
   const __m512i idx = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
       _mm512_set1_epi32(stride));
-  const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, pc, 4);
+  const __m512i v = stride == 1
+                        ? _mm512_maskz_loadu_epi32(m, pc)
+                        : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, pc, 4);
   return _mm512_sub_epi32(_mm512_set1_epi32(bits), _mm512_slli_epi32(v, 1));
 }
 
@@ -885,6 +903,81 @@ void gemm_phase(const uint64_t* packed, const uint64_t* wts, const Geom& g, cons
   }
 }
 
+#if ZOO_SIMD
+// Channels per task of the panel phase: a whole group's channels when that leaves enough
+// tasks for the threads (each task gathers its rows once for all its channels), else halved.
+int64_t panel_channel_block(const Geom& g, int64_t nrb, int nthreads) {
+  int64_t ob = g.Og_pad;
+  while (ob > kPanelNR && g.G * nrb * ((g.Og + ob - 1) / ob) < 4 * nthreads)
+    ob = (ob / 2 + kPanelNR - 1) / kPanelNR * kPanelNR;
+  return ob;
+}
+
+// Phase 2 on AVX-512: tasks of (group, block of output channels, kRowBlock positions), each
+// gathering its positions into panels once and running panel_tile_avx512 over its channels.
+template <typename Writer>
+void gemm_phase_panels(const uint64_t* packed, const uint64_t* wts, const Geom& g,
+                       const Writer& write, Profile* prof) {
+  const int64_t nrb = (g.R + kRowBlock - 1) / kRowBlock;
+  const int nthreads = at::get_num_threads();
+  const int64_t ob = panel_channel_block(g, nrb, nthreads);
+  const int64_t nob = (g.Og + ob - 1) / ob;
+  const int64_t items = g.G * nob * nrb;
+  std::vector<double> gather_t(prof ? nthreads : 0, 0.0);
+  std::vector<double> pop_t(prof ? nthreads : 0, 0.0);
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    uint64_t* cols = scratch(tl_cols, kRowBlock * g.K);
+    alignas(64) int32_t pc[kPanelNR * kRowBlock];
+    int64_t row_off[kRowBlock];
+    const int tid = prof ? at::get_thread_num() : 0;
+    const int32_t bits = static_cast<int32_t>(g.bits);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t grp = it / (nob * nrb);
+      const int64_t o_begin = ((it / nrb) % nob) * ob;
+      const int64_t o_end = std::min(g.Og, o_begin + ob);
+      const int64_t r0 = (it % nrb) * kRowBlock;
+      const int64_t nrows = std::min(kRowBlock, g.R - r0);
+      Clock::time_point t0;
+      if (prof) t0 = Clock::now();
+      gather_panels(packed, g, grp, r0, nrows, cols);
+      row_offsets(g, r0, nrows, row_off);
+      Clock::time_point t1;
+      if (prof) {
+        t1 = Clock::now();
+        gather_t[tid] += std::chrono::duration<double>(t1 - t0).count();
+      }
+      const bool one_image = row_off[nrows - 1] - row_off[0] == nrows - 1;
+      const uint64_t* w_grp = wts + grp * g.Og_pad * g.Ks;
+      for (int64_t o = o_begin; o < o_end; o += kPanelNR) {
+        panel_tile_avx512<kPanelMV, kPanelNR>(cols, w_grp + o * g.Ks, g.Ks, g.K, pc);
+        const int64_t nr = std::min<int64_t>(kPanelNR, g.Og - o);
+        for (int64_t j = 0; j < nr; ++j) {
+          const int64_t oc = grp * g.Og + o + j;
+          const int32_t* col = pc + j * kRowBlock;
+          if (one_image && write.column(oc, row_off[0], col, 1, nrows, bits)) continue;
+          for (int64_t i = 0; i < nrows; ++i) write(oc, row_off[i], bits - 2 * col[i]);
+        }
+      }
+      if (prof) pop_t[tid] += seconds_since(t1);
+    }
+  });
+  if (prof) {
+    for (double t : gather_t) prof->gather += t;
+    for (double t : pop_t) prof->popcount += t;
+  }
+}
+#endif
+
+// Phase 2 with the backend's kernel.
+template <typename Writer>
+void run_phase2(const uint64_t* packed, const uint64_t* wts, const Geom& g, int64_t backend,
+                const Writer& write, Profile* prof) {
+#if ZOO_SIMD
+  if (backend == kAvx512) return gemm_phase_panels(packed, wts, g, write, prof);
+#endif
+  gemm_phase(packed, wts, g, kernel_for(backend), write, prof);
+}
+
 Geom make_geom(const at::Tensor& x, const at::Tensor& w, int64_t out_channels, int64_t kh,
                int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
@@ -976,7 +1069,6 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo},
                              affine ? x.options() : x.options().dtype(at::kInt));
   if (g.R == 0 || g.O == 0) return out;
-  const Kernel ker = kernel_for(backend);
   uint64_t* packed = scratch(tl_packed, static_cast<size_t>(g.N * g.H * g.W * g.G * g.Wg));
   Clock::time_point t0 = Clock::now();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "xnor_pack", [&] {
@@ -987,11 +1079,11 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   const uint64_t* words = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
   const bool simd = backend == kAvx512;  // the column writers are AVX-512 code
   if (!affine) {
-    gemm_phase(packed, words, g, ker, IntWriter{out.data_ptr<int32_t>(), g.P, simd}, prof);
+    run_phase2(packed, words, g, backend, IntWriter{out.data_ptr<int32_t>(), g.P, simd}, prof);
   } else {
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "xnor_affine", [&] {
-      gemm_phase(packed, words, g, ker,
+      run_phase2(packed, words, g, backend,
                  AffineWriter<scalar_t>{out.data_ptr<scalar_t>(), g.P, scale.data_ptr<float>(), b,
                                         simd},
                  prof);
@@ -1075,6 +1167,28 @@ void release_scratch() {
 
 }  // namespace
 
+namespace zoo_peak {  // peak.cpp
+double xor_popcount_peak(int64_t backend, double seconds);
+double fma_peak(double seconds);
+}  // namespace zoo_peak
+
+namespace {
+// A peak rate of peak.cpp on all of torch's threads at once (the sum of their rates): one
+// loop per thread, so the figure counts the cores a multi-threaded layer runs on.
+double peak_rate(bool fma, int64_t backend, double seconds) {
+  check_backend(backend);
+  const int n = at::get_num_threads();
+  std::vector<double> rates(n, 0.0);
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      rates[i] = fma ? zoo_peak::fma_peak(seconds) : zoo_peak::xor_popcount_peak(backend, seconds);
+  });
+  double total = 0;
+  for (double r : rates) total += r;
+  return total;
+}
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "zoo 1-bit XNOR kernels (XOR + popcount on bit-packed signs)";
   m.def("xnor_conv2d", &xnor_conv2d, "Binary conv: int32 dot products of signs");
@@ -1085,6 +1199,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_input", &pack_input, "Sign-pack NCHW floats into [N, H, W, G, Wg] words");
   m.def("available_backends", &available_backends, "C++ backends this CPU can run");
   m.def("best_backend", &best_backend, "Code of the fastest backend for this CPU");
+  m.def("peak_rate", &peak_rate,
+        "Register-only rate on torch's threads: float32 FMAs/s (fma=True) or 64-bit words/s "
+        "through XOR + popcount + add with a backend's instructions");
   m.def("release_scratch", &release_scratch, "Free the calling thread's packing buffer");
   m.attr("PORTABLE") = static_cast<int64_t>(kPortable);
   m.attr("AVX2") = static_cast<int64_t>(kAvx2);
