@@ -161,6 +161,16 @@ def plot(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+HAND_WRITTEN = "<!-- Hand-written from here on"
+
+
+def hand_written_tail(path: Path) -> str:
+    """The part of an existing report below the hand-written marker, kept on regeneration."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else "\n" + text[at:]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--evaluate", action="store_true", help="re-measure on the test set")
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(table, Path(args.plot))
         plot_name = Path(args.plot).name
     out = Path(args.out)
-    atomic_write_text(out, render(table, plot_name))
+    atomic_write_text(out, render(table, plot_name) + hand_written_tail(out))
     print(json.dumps([{k: r[k] for k in ("arch", "tag", "top1", "macs")} for r in table], indent=1))
     print(f"wrote {out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
