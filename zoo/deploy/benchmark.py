@@ -22,8 +22,10 @@ import datetime as _dt
 import fnmatch
 import gc
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,9 +48,11 @@ from zoo.cli_errors import (
     run_command,
 )
 from zoo.counting import layer_macs
+from zoo.deploy.export import export_onnx
 from zoo.deploy.fuse import fuse as fuse_model
 from zoo.deploy.fuse import fuse_and_pack
 from zoo.deploy.report import plot_latency, render_markdown
+from zoo.deploy.runtimes import RUNTIMES, OnnxRunner, missing_runtime
 from zoo.deploy.timing import (
     Measurement,
     Runner,
@@ -78,6 +82,7 @@ __all__ = [
     "binary_kernel_report",
     "build_parser",
     "main",
+    "runtime_runners",
     "select_models",
     "twins_of",
 ]
@@ -122,6 +127,30 @@ def _make_variant(model: nn.Module, variant: str, example: torch.Tensor) -> nn.M
     return m
 
 
+def runtime_runners(
+    model: nn.Module, runtimes: Sequence[str], shape: tuple[int, ...]
+) -> dict[str, OnnxRunner]:
+    """``model`` exported to ONNX at the fixed ``shape`` and loaded in each of ``runtimes``.
+
+    The file is exported from ``zoo.fuse``'s graph (BN folded; measured as fast as or faster
+    than the eager graph in both runtimes, which fold BN themselves) and not checked here:
+    tests/deploy/test_runtimes.py holds the runners to the eager outputs. Runtimes threads:
+    torch's current count. Raises when the export or a runtime fails.
+    """
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = Path(tmpdir) / "model.onnx"
+        export_onnx(
+            model,
+            path,
+            fuse=True,
+            input_size=tuple(shape[1:]),
+            batch_size=shape[0],
+            dynamic_batch=False,
+            check=False,
+        )
+        return {rt: OnnxRunner(path, rt) for rt in runtimes}  # sessions hold the graph
+
+
 def _runners_for(
     name: str,
     variants: list[str],
@@ -129,13 +158,34 @@ def _runners_for(
     twins: Sequence[str],
     input_size: tuple[int, int, int],
     notes: list[str],
+    batch: int = 1,
 ) -> list[Runner]:
-    """Runners for the zoo model's variants, its peers and its binary twins, at one input size."""
+    """Runners for the zoo model's variants, its peers and its binary twins, at one input size.
+
+    Variants named in ``RUNTIMES`` run the model exported to ONNX at ``batch`` in that
+    runtime; a runtime that is not installed is left out with a note.
+    """
     example = torch.randn(1, *input_size)
     base = create(name).eval()
     macs, params = _macs(base, input_size), _params(base)
     runners = []
+    for rt in [v for v in variants if v in RUNTIMES and missing_runtime(v)]:
+        notes.append(f"{rt} rows skipped: {missing_runtime(rt)}")
+    variants = [v for v in variants if v not in RUNTIMES or not missing_runtime(v)]
+    onnx_runners: dict[str, OnnxRunner] = {}
+    onnx_error = ""
+    if any(v in RUNTIMES for v in variants):
+        try:
+            rts = [v for v in variants if v in RUNTIMES]
+            onnx_runners = runtime_runners(base, rts, (batch, *input_size))
+        except Exception as err:  # reported in the table like any failing variant
+            onnx_error = short_error(err)
     for v in variants:
+        if v in RUNTIMES:
+            r = Runner(f"zoo {v}", "zoo", v, fn=onnx_runners.get(v, lambda x: None))
+            r.macs, r.params, r.error = macs, params, onnx_error
+            runners.append(r)
+            continue
         label = "zoo" if v == "eager" else f"zoo {v}"
         r = Runner(label, "zoo", v, fn=lambda x: None, channels_last="+cl" in v)
         r.macs, r.params = macs, params
@@ -180,6 +230,7 @@ def benchmark_model(
     fuse: bool = True,
     channels_last: bool = False,
     compile: bool = False,
+    runtimes: Sequence[str] = (),
     peers: Sequence[PeerSpec] | None = None,
     twins: Sequence[str] = (),
     input_size: tuple[int, int, int] = (3, 224, 224),
@@ -189,13 +240,20 @@ def benchmark_model(
     notes: list[str] | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> list[Measurement]:
-    """Time zoo model ``name`` (eager and the requested variants), its peers and twins."""
+    """Time zoo model ``name`` (eager and the requested variants), its peers and twins.
+
+    ``runtimes`` (names from ``zoo.deploy.runtimes.RUNTIMES``) adds the model exported to ONNX
+    and run in each of them, with torch's thread count; absent ones are skipped with a note.
+    """
     notes = notes if notes is not None else []
     peers = PEERS.get(name, []) if peers is None else peers
-    variants = _zoo_variants(fuse, channels_last, compile)
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+    variants = _zoo_variants(fuse, channels_last, compile) + list(dict.fromkeys(runtimes))
     results: list[Measurement] = []
     for batch in batch_sizes:
-        runners = _runners_for(name, variants, peers, twins, input_size, notes)
+        runners = _runners_for(name, variants, peers, twins, input_size, notes, batch)
         x = torch.randn(batch, *input_size)
         time_runners(runners, x, repeats, warmup, min_run_s, timer)
         for r in runners:
@@ -308,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="also time channels_last")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=RUNTIMES,
+        default=[],
+        metavar="RUNTIME",
+        help="also time the model exported to ONNX in these CPU runtimes "
+        f"({', '.join(RUNTIMES)}; one not installed is skipped with a note)",
+    )
+    p.add_argument(
         "--compile-models",
         nargs="+",
         default=None,
@@ -376,6 +443,7 @@ def _main(argv: list[str] | None) -> int:
                 fuse=args.fuse,
                 channels_last=args.channels_last,
                 compile=args.compile and _selected(name, args.compile_models),
+                runtimes=args.runtimes,
                 peers=[] if args.no_peers else None,
                 twins=twins_of(name) if binary else (),
                 input_size=size,

@@ -1,6 +1,6 @@
 """ONNX export of zoo models (float, fused and binary), checked in onnxruntime.
 
-    zoo export shufflenet_g3 --onnx shufflenet_g3.onnx --fuse
+    zoo export shufflenet_g3 --onnx shufflenet_g3.onnx --fuse   # then says what runs fastest
     >>> from zoo.deploy.export import export_onnx
     >>> export_onnx("mobilenet_v2", "mnv2.onnx").max_abs_diff < 1e-4
 
@@ -41,6 +41,7 @@ from zoo.cli_errors import (
     run_command,
 )
 from zoo.deploy.fuse import fuse
+from zoo.deploy.runtimes import Recommendation, RuntimeUnavailable, recommend, run_onnx
 from zoo.pretrained import WeightsError
 from zoo.utils import atomic_path
 
@@ -72,6 +73,7 @@ class ExportResult:
     op_types: list[str] = field(default_factory=list)
     size_bytes: int = 0
     check_note: str = ""  # how the check was done when not on the file itself
+    recommendation: Recommendation | None = None  # with recommend=True: the fastest way here
 
 
 def _binary_input_layers(model: nn.Module) -> list[nn.Module]:
@@ -116,25 +118,6 @@ def _check_input(model: nn.Module, shape: tuple[int, ...], tries: int = 8) -> to
     if not _binary_input_layers(model):
         return candidates[0]
     return max(candidates, key=lambda x: sign_margin(model, x))
-
-
-def run_onnx(path: str | os.PathLike, x: torch.Tensor, optimize: bool = True) -> torch.Tensor:
-    """Run an exported file in onnxruntime (CPU) on one input.
-
-    ``optimize=False`` turns off onnxruntime's graph rewrites, which fold scales into conv
-    weights and so change rounding: the file's own arithmetic is then what runs.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise ExportError("checking needs onnxruntime: pip install onnxruntime") from err
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()  # same budget as PyTorch's
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
 
 
 def _resolve(model: nn.Module | str, create_kwargs: dict) -> tuple[nn.Module, str]:
@@ -229,6 +212,7 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
     atol: float = 1e-4,
+    recommend: bool = False,
     **create_kwargs,
 ) -> ExportResult:
     """Export a zoo model (name or module) to ONNX, then check it in onnxruntime.
@@ -237,7 +221,9 @@ def export_onnx(
     ``input_size`` is C, H, W or one side (default: the model's ``default_cfg``); the batch
     dimension is dynamic unless ``dynamic_batch=False``. With ``check`` the file is run on a
     new input (batch 2 when the batch is dynamic) and must match PyTorch within ``atol``,
-    else :class:`ExportError` and no file is written. ``create_kwargs`` go to ``zoo.create``.
+    else :class:`ExportError` and no file is written. ``recommend`` then times PyTorch eager,
+    ``zoo.fuse`` and the file in each installed runtime at the export shape (a second or two;
+    see ``zoo.deploy.runtimes.recommend``). ``create_kwargs`` go to ``zoo.create``.
     """
     module, name = _resolve(model, create_kwargs)
     if batch_size < 1 or opset < 9:
@@ -264,10 +250,21 @@ def export_onnx(
             if check:
                 batch = 2 if dynamic_batch else shape[0]
                 diff, note = _check(module, tmp, name, (batch, *shape[1:]), opset, atol)
+        advice = None
+        if recommend:  # the eager model against the written file, as a user would run it
+            xnor = bool(_binary_input_layers(original))
+            advice = _recommend(original, path, shape, optimize=not xnor)
     finally:
         original.train(was_training)
     size = path.stat().st_size
-    return ExportResult(path, name, fuse, shape, opset, diff, ops, size, note)
+    return ExportResult(path, name, fuse, shape, opset, diff, ops, size, note, advice)
+
+
+def _recommend(*args, **kwargs) -> Recommendation:
+    try:
+        return recommend(*args, **kwargs)
+    except RuntimeUnavailable as err:
+        raise ExportError(f"the recommendation needs onnxruntime: {err}") from err
 
 
 def _fused(model: nn.Module, name: str, shape: tuple) -> nn.Module:
@@ -420,8 +417,8 @@ def _compare(
         # XNOR layers: exact ties (a binary dot product of 0) must stay exact, so run the
         # file as written; onnxruntime's conv/scale fusions would round them off zero.
         got = run_onnx(path, x, optimize=not _binary_input_layers(module))
-    except ExportError:
-        raise  # already says what to do (e.g. install onnxruntime)
+    except RuntimeUnavailable as err:
+        raise ExportError(f"checking needs onnxruntime: {err}") from err
     except Exception as err:  # onnxruntime's own errors (missing kernel, bad graph)
         raise ExportError(f"onnxruntime cannot run the exported file: {err}") from err
     if got.shape != expected.shape:
@@ -447,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int_range(9, 30), default=17)
     p.add_argument("--atol", type=non_negative_float, default=1e-4)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument(
+        "--no-recommend",
+        action="store_true",
+        help="skip timing PyTorch, zoo.fuse and the runtimes (about a second or two)",
+    )
     return p
 
 
@@ -471,6 +473,7 @@ def _main(argv: list[str] | None) -> int:
         opset=args.opset,
         check=not args.no_check,
         atol=args.atol,
+        recommend=not args.no_recommend,
         **kwargs,
     )
     checked = (
@@ -484,4 +487,8 @@ def _main(argv: list[str] | None) -> int:
     )
     if res.check_note:
         print(f"note: {res.check_note}")
+    if res.recommendation is not None:
+        print(res.recommendation.line())
+        for n in res.recommendation.notes:
+            print(f"note: {n}")
     return 0

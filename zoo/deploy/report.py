@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from zoo.deploy.runtimes import RUNTIMES
 from zoo.deploy.timing import Measurement, paired_ratio
 from zoo.registry import get_cfg
 from zoo.utils import atomic_path
@@ -225,6 +226,26 @@ def _targets(results: Sequence[Measurement]) -> list[str]:
             for (model, peer), (r, variant, plain) in best.items()
             if not plain >= 1.3
         ]
+    return out + _runtime_targets(results)
+
+
+def _runtime_targets(results: Sequence[Measurement]) -> list[str]:
+    """How often each ONNX runtime beats the peer's eager model (a deploy path past PyTorch)."""
+    out = []
+    for rt in dict.fromkeys(m.variant for m in results if m.kind == "zoo"):
+        pairs = [
+            (m, peer, r)
+            for m in results
+            if m.kind == "zoo" and m.variant == rt and rt in RUNTIMES and not m.error
+            for peer, r in m.ratios.items()
+        ]
+        if pairs:
+            ok = sum(r > 1.0 for _, _, r in pairs)
+            worst = min(pairs, key=lambda t: t[2])
+            out.append(
+                f"- {rt} faster than the peer's eager model: {ok}/{len(pairs)} (lowest "
+                f"{worst[2]:.2f}x: {worst[0].model} vs {worst[1]} @ batch {worst[0].batch})"
+            )
     return out
 
 
@@ -251,6 +272,11 @@ METHOD = """\
 - Variants: `fused` = `zoo.deploy.fuse(model)`; `+cl` = channels_last weights and input
   (`fuse(model, channels_last=True)`); `+compile` = `torch.compile(dynamic=False)` (inductor,
   needs a C++ compiler on CPU).
+- Runtimes: `onnxruntime` / `openvino` = the model exported to ONNX (`zoo.deploy.export`, from
+  the fused graph, batch fixed) and run in that runtime with torch's thread count: onnxruntime
+  with every graph optimisation and sequential execution, OpenVINO with the latency hint, one
+  stream and float32 arithmetic. *ratio onnxruntime* = peer eager ms / onnxruntime ms. Their
+  outputs equal the eager model's (tests/deploy/test_runtimes.py).
 - timer `cpu` = this process's CPU time instead of wall time: it ignores time spent waiting
   for a core on a busy machine and equals latency only when single-threaded.
 """
