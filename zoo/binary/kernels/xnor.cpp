@@ -426,6 +426,7 @@ uint64_t* scratch(std::vector<uint64_t>& buf, size_t words) {
 
 thread_local std::vector<uint64_t> tl_packed;  // packed activations of the calling thread
 thread_local std::vector<uint64_t> tl_cols;    // im2col rows of a worker thread
+thread_local std::vector<uint64_t> tl_planar;  // packed activations as planes (AVX-512)
 thread_local std::vector<int32_t> tl_counts;   // popcounts of one tile row of a worker
 
 // ---------------------------------------------------------------------------------------------
@@ -610,40 +611,125 @@ void gather_rows(const uint64_t* packed, const Geom& g, int64_t grp, int64_t r0,
 }
 
 #if ZOO_SIMD
-// im2col of up to kRowBlock rows of one group straight into kRowBlock / 8 panels [K][8]
-// (panel_tile_avx512's layout): word k of row i lands at cols[(i / 8) * K * 8 + k * 8 + i % 8].
-void gather_panels(const uint64_t* packed, const Geom& g, int64_t grp, int64_t r0,
-                   int64_t nrows, uint64_t* cols) {
-  const int64_t H = g.H, W = g.W, Wg = g.Wg, K = g.K, kh = g.kh, kw = g.kw;
-  const int64_t sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw;
-  const int64_t stride_px = g.G * Wg;
-  if (nrows < kRowBlock) std::memset(cols, 0, sizeof(uint64_t) * kRowBlock * K);
-  int64_t n = r0 / g.P;
-  int64_t ho = (r0 - n * g.P) / g.Wo;
-  int64_t wo = r0 - n * g.P - ho * g.Wo;
-  for (int64_t i = 0; i < nrows; ++i) {
-    if (i > 0 && ++wo == g.Wo) {
+// Packed activations [N, H*W, S] (S = G * Wg words per pixel) -> planes [N, S, H*W], so that
+// word q of consecutive pixels is contiguous and a panel reads it with one masked load.
+void to_planar(const uint64_t* packed, const Geom& g, uint64_t* planar) {
+  const int64_t HW = g.H * g.W, S = g.G * g.Wg;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t px = 0; px < HW; ++px)
+      for (int64_t q = 0; q < S; ++q)
+        planar[(n * S + q) * HW + px] = packed[(n * HW + px) * S + q];
+}
+
+// A run of a panel's lanes [L0, L1) on one output row: its image plane and input origin.
+struct PanelRun {
+  int64_t L0, L1, plane, hi, wi;
+};
+
+// Lanes [0, nlanes) of the panel starting at output row r split into runs on one output row.
+int panel_runs(const Geom& g, int64_t grp, int64_t r, int64_t nlanes, PanelRun* runs) {
+  int64_t n = r / g.P, ho = (r - n * g.P) / g.Wo, wo = r - n * g.P - ho * g.Wo;
+  int count = 0;
+  for (int64_t L = 0; L < nlanes;) {
+    const int64_t len = std::min(nlanes - L, g.Wo - wo);
+    runs[count++] = {L, L + len, (n * g.G * g.Wg + grp * g.Wg) * g.H * g.W, ho * g.sh - g.pt,
+                     wo * g.sw - g.pl};
+    L += len;
+    wo += len;
+    if (wo == g.Wo) {
       wo = 0;
       if (++ho == g.Ho) {
         ho = 0;
         ++n;
       }
     }
-    uint64_t* dst = cols + (i / 8) * K * 8 + (i % 8);
-    const uint64_t* img = packed + n * H * W * stride_px + grp * Wg;
-    for (int64_t u = 0; u < kh; ++u) {
-      const int64_t hi = ho * sh - pt + u * dh;
-      const bool row_in = hi >= 0 && hi < H;
-      for (int64_t v = 0; v < kw; ++v, dst += 8 * Wg) {
-        const int64_t wi = wo * sw - pl + v * dw;
-        if (row_in && wi >= 0 && wi < W) {
-          const uint64_t* src = img + (hi * W + wi) * stride_px;
-          for (int64_t q = 0; q < Wg; ++q) dst[8 * q] = src[q];
-        } else {
-          for (int64_t q = 0; q < Wg; ++q) dst[8 * q] = 0;
-        }
+  }
+  return count;
+}
+
+// One panel, stride 1 along the width: each run of lanes reads word q of a tap with one
+// masked load of consecutive pixels; lanes in the padding (or past the last row) stay zero.
+ZOO_TARGET_AVX512 void panel_stride1(const uint64_t* planar, const Geom& g,
+                                     const PanelRun* runs, int nruns, uint64_t* dst) {
+  const int64_t HW = g.H * g.W;
+  const long long* src = reinterpret_cast<const long long*>(planar);
+  __mmask8 mask[8];
+  int64_t base[8];
+  for (int64_t u = 0; u < g.kh; ++u) {
+    for (int64_t v = 0; v < g.kw; ++v) {
+      for (int s = 0; s < nruns; ++s) {
+        const PanelRun& run = runs[s];
+        const int64_t hi = run.hi + u * g.dh, wi = run.wi + v * g.dw;  // at lane L0
+        const int64_t lo = std::max(run.L0, run.L0 - wi);
+        const int64_t up = std::min(run.L1, run.L0 + g.W - wi);
+        mask[s] = (hi < 0 || hi >= g.H || lo >= up)
+                      ? 0
+                      : static_cast<__mmask8>(((1u << up) - 1u) ^ ((1u << lo) - 1u));
+        base[s] = run.plane + hi * g.W + wi - run.L0;  // the address lane 0 would read
+      }
+      for (int64_t q = 0; q < g.Wg; ++q, dst += 8) {
+        __m512i val = _mm512_setzero_si512();
+        for (int s = 0; s < nruns; ++s)
+          if (mask[s]) val = _mm512_mask_loadu_epi64(val, mask[s], src + base[s] + q * HW);
+        _mm512_storeu_si512(dst, val);
       }
     }
+  }
+}
+
+// One panel, any stride: one masked gather per tap and word.
+ZOO_TARGET_AVX512 void panel_strided(const uint64_t* planar, const Geom& g,
+                                     const PanelRun* runs, int nruns, uint64_t* dst) {
+  const int64_t HW = g.H * g.W;
+  alignas(64) int64_t hi0[8], wi0[8], off0[8];
+  for (int64_t lane = 0; lane < 8; ++lane) {
+    hi0[lane] = -(int64_t(1) << 40);  // lanes without a row: every tap out of bounds
+    wi0[lane] = off0[lane] = 0;
+  }
+  for (int s = 0; s < nruns; ++s)
+    for (int64_t L = runs[s].L0; L < runs[s].L1; ++L) {
+      hi0[L] = runs[s].hi;
+      wi0[L] = runs[s].wi + (L - runs[s].L0) * g.sw;
+      off0[L] = runs[s].plane + hi0[L] * g.W + wi0[L];
+    }
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i vh0 = _mm512_load_si512(hi0), vw0 = _mm512_load_si512(wi0);
+  const __m512i voff0 = _mm512_load_si512(off0);
+  const __m512i vH = _mm512_set1_epi64(g.H), vW = _mm512_set1_epi64(g.W);
+  const long long* src = reinterpret_cast<const long long*>(planar);
+  for (int64_t u = 0; u < g.kh; ++u) {
+    const __m512i vh = _mm512_add_epi64(vh0, _mm512_set1_epi64(u * g.dh));
+    const __mmask8 row_in = _mm512_cmpge_epi64_mask(vh, zero) & _mm512_cmplt_epi64_mask(vh, vH);
+    for (int64_t v = 0; v < g.kw; ++v) {
+      const __m512i vw = _mm512_add_epi64(vw0, _mm512_set1_epi64(v * g.dw));
+      const __mmask8 in =
+          row_in & _mm512_cmpge_epi64_mask(vw, zero) & _mm512_cmplt_epi64_mask(vw, vW);
+      __m512i idx = _mm512_add_epi64(voff0, _mm512_set1_epi64(u * g.dh * g.W + v * g.dw));
+      for (int64_t q = 0; q < g.Wg; ++q, dst += 8) {
+        _mm512_storeu_si512(dst, _mm512_mask_i64gather_epi64(zero, in, idx, src, 8));
+        idx = _mm512_add_epi64(idx, _mm512_set1_epi64(HW));
+      }
+    }
+  }
+}
+
+// im2col of up to kRowBlock rows of one group straight into kRowBlock / 8 panels [K][8]
+// (panel_tile_avx512's layout): word k of row i lands at cols[(i / 8) * K * 8 + k * 8 + i % 8].
+void gather_panels(const uint64_t* planar, const Geom& g, int64_t grp, int64_t r0,
+                   int64_t nrows, uint64_t* cols) {
+  for (int64_t p = 0; p < kPanelMV; ++p) {
+    uint64_t* dst = cols + p * g.K * 8;
+    const int64_t nlanes = std::max<int64_t>(0, std::min<int64_t>(8, nrows - p * 8));
+    if (nlanes == 0) {
+      std::memset(dst, 0, sizeof(uint64_t) * g.K * 8);
+      continue;
+    }
+    PanelRun runs[8];
+    const int nruns = panel_runs(g, grp, r0 + p * 8, nlanes, runs);
+    if (g.sw == 1)
+      panel_stride1(planar, g, runs, nruns, dst);
+    else
+      panel_strided(planar, g, runs, nruns, dst);
   }
 }
 #endif
@@ -675,11 +761,16 @@ void pack_phase(const T* x, const Geom& g, uint64_t* packed, int64_t backend) {
   });
 }
 
-// Output offset (n * O * P + position) of each of the rows r0 .. r0 + nrows - 1.
+// Output offset (n * O * P + position) of each of the rows r0 .. r0 + nrows - 1 (one division,
+// then stepped: this runs once per task).
 inline void row_offsets(const Geom& g, int64_t r0, int64_t nrows, int64_t* off) {
+  int64_t n = r0 / g.P, pos = r0 - n * g.P;
   for (int64_t i = 0; i < nrows; ++i) {
-    const int64_t n = (r0 + i) / g.P;
-    off[i] = n * g.O * g.P + (r0 + i - n * g.P);
+    off[i] = n * g.O * g.P + pos;
+    if (++pos == g.P) {
+      pos = 0;
+      ++n;
+    }
   }
 }
 
@@ -925,6 +1016,11 @@ void gemm_phase_panels(const uint64_t* packed, const uint64_t* wts, const Geom& 
   const int64_t items = g.G * nob * nrb;
   std::vector<double> gather_t(prof ? nthreads : 0, 0.0);
   std::vector<double> pop_t(prof ? nthreads : 0, 0.0);
+  Clock::time_point tp;
+  if (prof) tp = Clock::now();
+  uint64_t* planar = scratch(tl_planar, static_cast<size_t>(g.N * g.H * g.W * g.G * g.Wg));
+  to_planar(packed, g, planar);
+  if (prof) prof->gather += seconds_since(tp);  // part of the im2col work
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     uint64_t* cols = scratch(tl_cols, kRowBlock * g.K);
     alignas(64) int32_t pc[kPanelNR * kRowBlock];
@@ -939,7 +1035,7 @@ void gemm_phase_panels(const uint64_t* packed, const uint64_t* wts, const Geom& 
       const int64_t nrows = std::min(kRowBlock, g.R - r0);
       Clock::time_point t0;
       if (prof) t0 = Clock::now();
-      gather_panels(packed, g, grp, r0, nrows, cols);
+      gather_panels(planar, g, grp, r0, nrows, cols);
       row_offsets(g, r0, nrows, row_off);
       Clock::time_point t1;
       if (prof) {
@@ -1163,6 +1259,7 @@ std::vector<std::string> available_backends() {
 
 void release_scratch() {
   std::vector<uint64_t>().swap(tl_packed);
+  std::vector<uint64_t>().swap(tl_planar);
 }
 
 }  // namespace
