@@ -8,7 +8,9 @@ import re
 
 import torch
 
+from zoo.binary import kernels
 from zoo.deploy import benchmark as bm
+from zoo.deploy.kernel_report import engines_table
 from zoo.deploy.report import render_markdown
 
 
@@ -99,8 +101,16 @@ def test_packed_xnor_twin_is_timed_and_reported(tmp_path):
 
 
 def test_binary_kernel_section_reports_the_paper_layer_and_a_profile():
-    lines = bm.binary_kernel_report(repeats=4)
+    lines = bm.binary_kernel_report(repeats=4, engines=False)
     text = "\n".join(lines)
+    if kernels.is_compiled():  # the peaks come from the C++ extension
+        peak_rows = [ln for ln in lines if ln.startswith("| N=1 C=256 14x14 k=3 | 1 | ")]
+        assert len(peak_rows) == 1  # the peak table's row of the paper's layer at 1 thread
+        cells = [c.strip() for c in peak_rows[0].strip("|").split("|")]
+        ceiling = float(cells[-1].rstrip("x"))  # peak Gbinop/s / float GMAC/s, recomputed:
+        peak, float_gmacs = float(cells[3].replace(",", "")), float(cells[5])
+        assert abs(ceiling - peak / float_gmacs) <= 0.05 * ceiling + 0.1
+        assert "Against the machine's peak" in text
     assert "| N=1 C=256 14x14 k=3 |" in text and "62.3x" in text  # S = 64cN_W/(cN_W+64)
     for c, hw in ((64, 56), (128, 28), (512, 7)):
         assert f"| N=1 C={c} {hw}x{hw} k=3 |" in text
@@ -108,3 +118,10 @@ def test_binary_kernel_section_reports_the_paper_layer_and_a_profile():
     # 1 bit per weight against 32, less the padding of each filter to whole 64-bit words.
     ratio = float(re.search(r"\(([\d.]+)x smaller\)", text).group(1))
     assert 25 <= ratio <= 32
+
+
+def test_engines_table_skips_absent_engines_with_the_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("ZOO_LCE_VENV", str(tmp_path / "no-such-venv"))
+    zoo_row = {"threads": 1, "xnor_ms": 0.1}
+    text = "\n".join(engines_table([zoo_row], repeats=2))
+    assert "- lce: skipped" in text and "make lce" in text

@@ -31,14 +31,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from zoo.binary import packed_weight_bytes
-from zoo.binary.kernels import backend
-from zoo.binary.kernels.bench import (
-    RESNET18_LAYERS,
-    bench_binary_conv,
-    layer_table,
-    module_time_split,
-)
 from zoo.cli_errors import (
     ArgumentParser,
     image_size,
@@ -51,6 +43,7 @@ from zoo.counting import layer_macs
 from zoo.deploy.export import export_onnx
 from zoo.deploy.fuse import fuse as fuse_model
 from zoo.deploy.fuse import fuse_and_pack
+from zoo.deploy.kernel_report import binary_kernel_report
 from zoo.deploy.report import plot_latency, render_markdown
 from zoo.deploy.runtimes import RUNTIMES, OnnxRunner, missing_runtime
 from zoo.deploy.timing import (
@@ -268,48 +261,6 @@ def benchmark_model(
         del runners
         gc.collect()
     return results
-
-
-def binary_kernel_report(repeats: int = 200, model: str = "xnor_resnet18") -> list[str]:
-    """Markdown section on the 1-bit kernel: one binary conv layer against PyTorch's float
-    conv (the paper's c=256, 3x3, 14x14 and ResNet-18's other layer shapes), the
-    theoretical speed-up, where the kernel's time goes, and where a packed model's goes."""
-    threads = torch.get_num_threads()
-    rows = [
-        bench_binary_conv(256, 14, 3, 1, repeats, threads=t) for t in dict.fromkeys([1, threads])
-    ]
-    rows += [
-        bench_binary_conv(c, hw, 3, 1, repeats, threads=threads)
-        for c, hw in RESNET18_LAYERS
-        if (c, hw) != (256, 14)
-    ]
-    packed = fuse_and_pack(create(model).eval())
-    split = module_time_split(packed, torch.randn(1, 3, 224, 224), repeats=max(5, repeats // 20))
-    bits, floats = packed_weight_bytes(packed)
-    total = split.pop("total")
-    parts = ", ".join(
-        f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in sorted(split.items(), key=lambda kv: -kv[1])
-        if v / total >= 0.005
-    )  # fmt: skip
-    return [
-        "",
-        "## 1-bit kernel: one binary conv layer",
-        "",
-        f"`zoo.binary.kernels.xnor_conv2d` ({backend()} backend) against `F.conv2d` in float32 "
-        "on the same input, batch 1, stride 1, padding 1, alternating blocks of calls, "
-        "medians. *theory* is XNOR-Net's S = 64 c N_W / (c N_W + 64); the time split comes "
-        "from the kernel's own timers (pack: sign + bit-packing of the activations; im2col: "
-        "gathering packed receptive fields; popcount: the XOR-popcount GEMM; other: output "
-        "allocation and the call itself).",
-        "",
-        *layer_table(rows),
-        "",
-        f"Where the time of `fuse_and_pack({model})` goes at batch 1, 224x224, "
-        f"{threads} thread(s) "
-        f"({total:.2f} ms per image, timing hooks on every leaf module): {parts}.",
-        f"Its binary weights take {bits / 2**20:.2f} MiB packed against {floats / 2**20:.1f} "
-        f"MiB in float32 ({floats / bits:.1f}x smaller).",
-    ]
 
 
 # ---------------------------------------------------------------- command line

@@ -28,7 +28,15 @@ from . import (
 )
 from .reference import sign_pm1
 
-__all__ = ["bench_binary_conv", "peak_rates", "theoretical_speedup", "main"]
+__all__ = [
+    "bench_binary_conv",
+    "layer_table",
+    "main",
+    "module_time_split",
+    "peak_rates",
+    "peak_table",
+    "theoretical_speedup",
+]
 
 
 def theoretical_speedup(c: int, n_w: int) -> float:
@@ -273,6 +281,25 @@ def layer_table(results: list[dict]) -> list[str]:
             f"{r['float_ms']:.3f} | {r['xnor_ms']:.3f} | **{r['speedup']:.1f}x** | "
             f"{r['theoretical_speedup']:.1f}x | {split} | "
             f"{r['float_weight_bytes'] / 1024:.0f} / {r['packed_weight_bytes'] / 1024:.1f} KiB |"
+        )
+    return out
+
+
+def peak_table(results: list[dict]) -> list[str]:
+    """Markdown rows: each layer's achieved rates against the CPU's register-only peaks."""
+    out = [
+        "| shape | threads | XNOR Gbinop/s | XOR+popcount peak | share | float GMAC/s | "
+        "FMA peak | share | speed-up | ceiling |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        if "peak_gbinops" not in r:
+            continue
+        out.append(
+            f"| {r['shape']} | {r['threads']} | {r['xnor_gbinops']:,.0f} | "
+            f"{r['peak_gbinops']:,.0f} | {r['xnor_peak_share']:.0%} | {r['float_gmacs']:.1f} | "
+            f"{r['peak_gmacs']:.1f} | {r['float_peak_share']:.0%} | {r['speedup']:.1f}x | "
+            f"{r['speedup_ceiling']:.1f}x |"
         )
     return out
 
