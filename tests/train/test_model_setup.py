@@ -3,7 +3,9 @@ what ``--pretrained auto`` starts from."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import shutil
 
 import pytest
@@ -13,8 +15,10 @@ from torch import nn
 from train_helpers import FAST, MODEL, REPO
 
 import zoo
+from zoo.binary import is_binary
 from zoo.pretrained import OfflineError, manifests
 from zoo.train import load_checkpoint
+from zoo.train.args import build_train_parser, model_kwarg
 from zoo.train.distributed import DistInfo
 from zoo.train.model_setup import (
     PretrainedUnavailableError,
@@ -23,6 +27,7 @@ from zoo.train.model_setup import (
     replace_classifier,
 )
 from zoo.train.optim import default_lr, default_weight_decay
+from zoo.train.publish import recipe_command
 
 
 def _nested_net() -> nn.Module:
@@ -160,3 +165,29 @@ def test_auto_loads_the_real_shipped_weights(fm_split_folder, tmp_path, monkeypa
         assert torch.equal(got[k], want[k]), k
     assert got["classifier.weight"].shape == (3, want["classifier.weight"].shape[1])
     assert want["classifier.weight"].shape[0] == 10
+
+
+# --model-kwargs: builder options of the model (the binary building options among them).
+
+
+def test_model_kwargs_parse_numbers_flags_and_option_names():
+    assert model_kwarg("shortcut=bireal") == ("shortcut", "bireal")
+    assert model_kwarg("downsample=none") == ("downsample", "none")  # an option, not None
+    assert model_kwarg("width=2") == ("width", 2) and model_kwarg("p=0.5") == ("p", 0.5)
+    assert model_kwarg("input_scale=true") == ("input_scale", True)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        model_kwarg("bireal")
+
+
+def test_model_kwargs_reach_the_model_and_the_recipe():
+    opts = ["shortcut=bireal", "downsample=none", "threshold=learned", "activation=rprelu"]
+    cmd = ["xnor_mobilenet_v1_x0_25", "--dataset", "fashion-mnist", "--model-kwargs", *opts]
+    args = build_train_parser().parse_args(cmd)
+    model = build_model(args.model, 10, 1, None, DistInfo(), dict(args.model_kwargs))
+    keys = model.state_dict().keys()
+    # Every binary layer gained the options' parameters (names of zoo.binary.options).
+    binary = [n for n, m in model.named_modules() if is_binary(m)]
+    assert binary and all(f"{n}.threshold" in keys and f"{n}.rprelu.slope" in keys for n in binary)
+    recipe = recipe_command(vars(args))
+    again = build_train_parser().parse_args(shlex.split(recipe)[2:])
+    assert again.model_kwargs == args.model_kwargs and again.model == args.model

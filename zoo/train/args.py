@@ -7,6 +7,7 @@ Both commands share ``add_training_args``; fine-tuning changes some defaults and
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from zoo.cli_errors import (
     ArgumentParser,
@@ -24,6 +25,23 @@ from zoo.cli_errors import (
 from zoo.data.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
 
 __all__ = ["add_training_args", "build_train_parser", "build_finetune_parser"]
+
+
+def model_kwarg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--model-kwargs``; numbers and true/false are converted, other
+    values stay strings (``downsample=none`` is the option's name, not Python's None)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. shortcut=bireal; got {text!r}")
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw
 
 
 def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -> None:
@@ -218,6 +236,16 @@ def add_training_args(parser: argparse.ArgumentParser, finetune: bool = False) -
             metavar="TAG_OR_PATH",
             help="start from these weights (tag, weights file or zoo checkpoint)",
         )
+    kd.add_argument(
+        "--model-kwargs",
+        nargs="+",
+        type=model_kwarg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder options of the model, as zoo.create kwargs: e.g. the binary building "
+        "options shortcut=bireal threshold=learned activation=rprelu scale=learned "
+        "ste=approx_sign, and from_float=TAG to start a binary twin from its float weights",
+    )
     kd.add_argument(
         "--teacher",
         default=None,

@@ -44,30 +44,40 @@ def has_weights(name: str) -> bool:
 
 
 def build_model(
-    name: str, num_classes: int, in_chans: int, pretrained: str | None, info: DistInfo
+    name: str,
+    num_classes: int,
+    in_chans: int,
+    pretrained: str | None,
+    info: DistInfo,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The model to train, through the resolver: ``pretrained`` is a weight tag, ``'true'``,
     a weights file, a zoo checkpoint (of ``name`` or of its float twin) or ``'auto'``; a
-    different number of classes gets a fresh classifier, everything else is loaded."""
-    if pretrained == "auto":
+    different number of classes gets a fresh classifier, everything else is loaded.
+    ``model_kwargs`` are ``create``'s builder options (``--model-kwargs``)."""
+    kwargs = dict(model_kwargs or {})
+    if pretrained == "auto" and not kwargs.get("from_float"):
         if has_weights(name):
-            return _default_weights(name, num_classes, in_chans)
+            return _default_weights(name, num_classes, in_chans, kwargs)
         if info.is_main:
             print(
                 f"note: starting {name!r} from random initialisation: no pretrained weights "
                 "are registered for it. Pass --pretrained FILE to start from a weights file.",
                 flush=True,
             )
+    if pretrained == "auto":
         pretrained = None
     flag: bool | str = True if pretrained in ("true", "True", "1") else (pretrained or False)
-    return create(name, pretrained=flag, num_classes=num_classes, in_chans=in_chans)
+    return create(name, pretrained=flag, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _default_weights(name: str, num_classes: int, in_chans: int) -> nn.Module:
+def _default_weights(
+    name: str, num_classes: int, in_chans: int, kwargs: Mapping[str, Any]
+) -> nn.Module:
     """The model with its default weights; weights that cannot be had are an error (a
     fine-tune silently started from random weights would look like a bad result)."""
     try:
-        return create(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+        return create(name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except DownloadError as e:
         raise PretrainedUnavailableError(
             f"the default pretrained weights of {name!r} are not available here "

@@ -83,8 +83,17 @@ def recipe_command(args: dict[str, Any], command: str = "train") -> str:
         if flag_only:
             parts.append(max(flag_only[0].option_strings, key=len))
         elif with_value:
-            parts += [max(with_value[0].option_strings, key=len), shlex.quote(str(value))]
+            flag = max(with_value[0].option_strings, key=len)
+            values = value if isinstance(value, (list, tuple)) and with_value[0].nargs else [value]
+            parts += [flag, *(shlex.quote(_option_text(v)) for v in values)]
     return " ".join(parts)
+
+
+def _option_text(value: Any) -> str:
+    """A value as typed on the command line; a (key, value) pair as ``key=value``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str):
+        return f"{value[0]}={value[1]}"
+    return str(value)
 
 
 def _training_seconds(run_dir: Path) -> float | None:

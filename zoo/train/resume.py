@@ -67,7 +67,10 @@ RESUME_KEYS = (
 
 
 def plain_value(v: Any) -> Any:
-    """``v`` if it is a JSON-like scalar, else its ``str`` (how arguments are recorded)."""
+    """``v`` if it is a JSON-like scalar, a list of such values for a list or tuple (e.g.
+    ``--model-kwargs`` pairs), else its ``str`` (how arguments are recorded)."""
+    if isinstance(v, list | tuple):
+        return [plain_value(x) for x in v]
     return v if isinstance(v, int | float | str | bool | type(None)) else str(v)
 
 

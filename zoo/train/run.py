@@ -143,7 +143,9 @@ def _train(
     num_classes = len(classes)
     resume_ckpt = check_resumable(resume, args, classes) if resume is not None else None
     if resume_ckpt is None:
-        model = build_model(args.model, num_classes, in_chans, args.pretrained, info)
+        model = build_model(
+            args.model, num_classes, in_chans, args.pretrained, info, dict(args.model_kwargs)
+        )
     else:  # weights come from the checkpoint: no need to load (or download) pretrained ones
         model = model_for_resume(args.model, num_classes, in_chans, resume_ckpt)
     data_cfg = run_data_cfg(args, model, in_chans, resume_ckpt)
