@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import zoo.binary.kernels as K
 from zoo.binary.kernels import reference as R
 from zoo.binary.kernels.bench import bench_binary_conv, theoretical_speedup
+from zoo.binary.kernels.prepared import PreparedXnorConv2d
 
 BACKENDS = K.available_backends()  # builds the extension once (cached across runs)
 CPP_BACKENDS = [b for b in BACKENDS if b != "torch"]
@@ -365,3 +366,24 @@ def test_extension_builds_where_a_compiler_exists():
     """The fallback keeps zoo usable without a compiler; with one, a build error must fail
     the suite instead of quietly skipping every C++ test."""
     assert CPP_BACKENDS, f"the XNOR extension did not build: {K._STATE.error}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prepared_conv_equals_xnor_conv2d(backend, channels_last):
+    """The per-call path of packed layers gives xnor_conv2d's output, and its errors."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(12, 10, 3, 3, generator=gen)
+    packed = K.pack_conv_weight(w, groups=2)
+    scale, bias = torch.rand(12, generator=gen), torch.randn(12, generator=gen)
+    x = torch.randn(2, 20, 9, 7, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with K.use_backend(backend):
+        fn = PreparedXnorConv2d(packed, (2, 1), (1, 0, 2, 1), 1, scale=scale, bias=bias)
+        expected = K.xnor_conv2d(x.contiguous(), packed, (2, 1), (1, 0, 2, 1), 1, 2, scale, bias)
+        assert torch.equal(fn(x), expected)
+        with pytest.raises(ValueError, match="input has 10 channels"):
+            fn(x[:, :10])
+        with pytest.raises(ValueError, match="smaller than the kernel"):
+            fn(x[:, :, :0, :0])
