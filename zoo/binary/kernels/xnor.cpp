@@ -677,6 +677,50 @@ ZOO_TARGET_AVX512 void panel_stride1(const uint64_t* planar, const Geom& g,
   }
 }
 
+// One panel, stride 2 along the width: lane L of a run reads pixel wi + 2 (L - L0), so word q
+// of 8 lanes comes from two masked loads of 8 consecutive words and one permute that keeps the
+// even ones (gathers are slow on many x86 cores).
+ZOO_TARGET_AVX512 void panel_stride2(const uint64_t* planar, const Geom& g,
+                                     const PanelRun* runs, int nruns, uint64_t* dst) {
+  const int64_t HW = g.H * g.W;
+  const long long* src = reinterpret_cast<const long long*>(planar);
+  const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  __mmask8 mask[8], mlo[8], mhi[8];
+  int64_t base[8];
+  for (int64_t u = 0; u < g.kh; ++u) {
+    for (int64_t v = 0; v < g.kw; ++v) {
+      for (int s = 0; s < nruns; ++s) {
+        const PanelRun& run = runs[s];
+        const int64_t hi = run.hi + u * g.dh, wi = run.wi + v * g.dw;  // at lane L0
+        // lanes L of the run with 0 <= wi + 2 (L - L0) < W
+        const int64_t lo = std::max(run.L0, run.L0 + (1 - wi) / 2 * (wi < 0));
+        const int64_t up = wi >= g.W ? run.L0 : std::min(run.L1, run.L0 + (g.W - wi + 1) / 2);
+        mask[s] = mlo[s] = mhi[s] = 0;
+        if (hi >= 0 && hi < g.H)
+          for (int64_t L = lo; L < up; ++L) {
+            mask[s] |= static_cast<__mmask8>(1u << L);
+            if (L < 4)
+              mlo[s] |= static_cast<__mmask8>(1u << (2 * L));
+            else
+              mhi[s] |= static_cast<__mmask8>(1u << (2 * L - 8));
+          }
+        base[s] = run.plane + hi * g.W + wi - 2 * run.L0;  // the address lane 0 would read
+      }
+      for (int64_t q = 0; q < g.Wg; ++q, dst += 8) {
+        __m512i val = _mm512_setzero_si512();
+        for (int s = 0; s < nruns; ++s) {
+          if (!mask[s]) continue;
+          const long long* at = src + base[s] + q * HW;
+          const __m512i a = _mm512_maskz_loadu_epi64(mlo[s], at);
+          const __m512i b = _mm512_maskz_loadu_epi64(mhi[s], at + 8);
+          val = _mm512_mask_mov_epi64(val, mask[s], _mm512_permutex2var_epi64(a, even, b));
+        }
+        _mm512_storeu_si512(dst, val);
+      }
+    }
+  }
+}
+
 // One panel, any stride: one masked gather per tap and word.
 ZOO_TARGET_AVX512 void panel_strided(const uint64_t* planar, const Geom& g,
                                      const PanelRun* runs, int nruns, uint64_t* dst) {
@@ -728,6 +772,8 @@ void gather_panels(const uint64_t* planar, const Geom& g, int64_t grp, int64_t r
     const int nruns = panel_runs(g, grp, r0 + p * 8, nlanes, runs);
     if (g.sw == 1)
       panel_stride1(planar, g, runs, nruns, dst);
+    else if (g.sw == 2)
+      panel_stride2(planar, g, runs, nruns, dst);
     else
       panel_strided(planar, g, runs, nruns, dst);
   }
