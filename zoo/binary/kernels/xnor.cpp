@@ -761,13 +761,9 @@ ZOO_TARGET_AVX512 void panel_strided(const uint64_t* planar, const Geom& g,
 // (panel_tile_avx512's layout): word k of row i lands at cols[(i / 8) * K * 8 + k * 8 + i % 8].
 void gather_panels(const uint64_t* planar, const Geom& g, int64_t grp, int64_t r0,
                    int64_t nrows, uint64_t* cols) {
-  for (int64_t p = 0; p < kPanelMV; ++p) {
+  for (int64_t p = 0; p * 8 < nrows; ++p) {  // a block of <= 8 rows uses one panel
     uint64_t* dst = cols + p * g.K * 8;
-    const int64_t nlanes = std::max<int64_t>(0, std::min<int64_t>(8, nrows - p * 8));
-    if (nlanes == 0) {
-      std::memset(dst, 0, sizeof(uint64_t) * g.K * 8);
-      continue;
-    }
+    const int64_t nlanes = std::min<int64_t>(8, nrows - p * 8);
     PanelRun runs[8];
     const int nruns = panel_runs(g, grp, r0 + p * 8, nlanes, runs);
     if (g.sw == 1)
@@ -1089,13 +1085,17 @@ void gemm_phase_panels(const uint64_t* packed, const uint64_t* wts, const Geom& 
         gather_t[tid] += std::chrono::duration<double>(t1 - t0).count();
       }
       const bool one_image = row_off[nrows - 1] - row_off[0] == nrows - 1;
+      const int mv = nrows <= 8 ? 1 : kPanelMV;  // a last block of <= 8 rows: one panel
       const uint64_t* w_grp = wts + grp * g.Og_pad * g.Ks;
       for (int64_t o = o_begin; o < o_end; o += kPanelNR) {
-        panel_tile_avx512<kPanelMV, kPanelNR>(cols, w_grp + o * g.Ks, g.Ks, g.K, pc);
+        if (mv == 1)
+          panel_tile_avx512<1, kPanelNR>(cols, w_grp + o * g.Ks, g.Ks, g.K, pc);
+        else
+          panel_tile_avx512<kPanelMV, kPanelNR>(cols, w_grp + o * g.Ks, g.Ks, g.K, pc);
         const int64_t nr = std::min<int64_t>(kPanelNR, g.Og - o);
         for (int64_t j = 0; j < nr; ++j) {
           const int64_t oc = grp * g.Og + o + j;
-          const int32_t* col = pc + j * kRowBlock;
+          const int32_t* col = pc + j * 8 * mv;
           if (one_image && write.column(oc, row_off[0], col, 1, nrows, bits)) continue;
           for (int64_t i = 0; i < nrows; ++i) write(oc, row_off[i], bits - 2 * col[i]);
         }
