@@ -389,3 +389,19 @@ def test_prepared_conv_equals_xnor_conv2d(backend, channels_last):
             fn(x[:, :10])
         with pytest.raises(ValueError, match="smaller than the kernel"):
             fn(x[:, :, :0, :0])
+
+
+@pytest.mark.parametrize("backend", CPP_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_input_is_packed_where_it_lies(backend, dtype):
+    """A channels_last input (packed without an NCHW copy) gives the NCHW input's result,
+    for several words per group, a part word and NaN / -0.0 among the values."""
+    x = signed_input((2, 2 * 75, 6, 5)).to(dtype)
+    x[0, 3, 1, 1], x[1, 140, 2, 3], x[0, 70, 0, 0] = float("nan"), -0.0, 0.0
+    w = torch.randn(8, 75, 3, 3)
+    packed = K.pack_conv_weight(w, groups=2)
+    with K.use_backend(backend):
+        nchw = K.xnor_conv2d(x, packed, 1, 1)
+        nhwc = K.xnor_conv2d(x.contiguous(memory_format=torch.channels_last), packed, 1, 1)
+    assert torch.equal(nhwc, nchw)
+    assert torch.equal(nchw, run("torch", x, w, (1, 1), (1, 1, 1, 1), (1, 1), 2))
