@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import zoo
+from zoo.deploy import bench_plan, runtimes
 from zoo.deploy import benchmark as bm
 from zoo.deploy import export as export_module
-from zoo.deploy import runtimes
 from zoo.deploy.export import export_onnx
 from zoo.deploy.report import render_markdown
 from zoo.deploy.runtimes import OnnxRunner, Recommendation, missing_runtime
@@ -101,7 +101,7 @@ def test_benchmark_rows_and_report_columns():
 
 def test_benchmark_runner_in_the_timed_list_matches_eager():
     notes: list[str] = []
-    runners = bm._runners_for(
+    runners = bm.runners_for(
         "mobilenet_v1_x0_25", ["eager", "onnxruntime"], [], [], (3, 64, 64), notes, batch=2
     )
     eager, ort_runner = runners
@@ -115,7 +115,7 @@ def test_absent_runtime_is_skipped_with_a_note(monkeypatch):
     def only_ort(name):
         return "openvino is not installed (pip install openvino)" if name == "openvino" else ""
 
-    monkeypatch.setattr(bm, "missing_runtime", only_ort)
+    monkeypatch.setattr(bench_plan, "missing_runtime", only_ort)
     notes: list[str] = []
     rows = bm.benchmark_model(
         "mobilenet_v1_x0_25",

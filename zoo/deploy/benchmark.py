@@ -8,27 +8,24 @@ Ratios are paired: for each repeat, peer time / zoo time, and the median of thos
     python scripts/benchmark.py --models 'shufflenet_g*' --batch-sizes 1 32 --fuse
     zoo benchmark --models mobilenet_v2 --repeats 5 --channels-last --compile
 
-This module decides what to time for a model (its variants, peers and twins) and holds the
-command; the peer table lives in ``zoo.pretrained.peers``, the harness in
-``zoo.deploy.timing`` and the Markdown report and plot in ``zoo.deploy.report``.
+This module times a model at each batch size and thread count and holds the command; what
+to time for a model (variants, peers, twins) lives in ``zoo.deploy.bench_plan``, the peer
+table in ``zoo.pretrained.peers``, the harness in ``zoo.deploy.timing`` and the Markdown
+report and plot in ``zoo.deploy.report``.
 Numbers are measurements of one machine at one moment; tests never assert them.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import fnmatch
 import gc
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from zoo.cli_errors import (
@@ -39,13 +36,10 @@ from zoo.cli_errors import (
     positive_int,
     run_command,
 )
-from zoo.counting import layer_macs
-from zoo.deploy.export import export_onnx
-from zoo.deploy.fuse import fuse as fuse_model
-from zoo.deploy.fuse import fuse_and_pack
+from zoo.deploy.bench_plan import runners_for, runtime_runners, zoo_variants
 from zoo.deploy.kernel_report import binary_kernel_report
 from zoo.deploy.report import plot_latency, render_markdown
-from zoo.deploy.runtimes import RUNTIMES, OnnxRunner, missing_runtime
+from zoo.deploy.runtimes import RUNTIMES
 from zoo.deploy.timing import (
     Measurement,
     Runner,
@@ -55,8 +49,7 @@ from zoo.deploy.timing import (
     short_error,
     time_runners,
 )
-from zoo.factory import create
-from zoo.pretrained.peers import PEERS, PeerSpec, PeerUnavailable, build_peer
+from zoo.pretrained.peers import PEERS, PeerSpec, build_peer
 from zoo.registry import list_models
 from zoo.utils import atomic_write_text
 
@@ -70,150 +63,16 @@ __all__ = [
     "time_runners",
     "render_markdown",
     "plot_latency",
+    "runners_for",
+    "runtime_runners",
     # this module's own
     "benchmark_model",
     "binary_kernel_report",
     "build_parser",
     "main",
-    "runtime_runners",
     "select_models",
     "twins_of",
 ]
-
-
-def _macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    return int(sum(layer_macs(model, input_size).values()))
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _zoo_variants(fuse: bool, channels_last: bool, compile: bool) -> list[str]:
-    bases = ["eager"] + (["fused"] if fuse else [])
-    out = list(bases)
-    if channels_last:
-        out += [f"{b}+cl" for b in bases]
-    if compile:
-        out.append(f"{bases[-1]}+compile")
-    return out
-
-
-def _make_variant(model: nn.Module, variant: str, example: torch.Tensor) -> nn.Module:
-    """The model prepared as ``variant`` says (eager / fused, +cl, +compile)."""
-    if variant == "packed":  # XNOR layers on packed bits (zoo.deploy.fuse_and_pack)
-        return fuse_and_pack(model)
-    cl = "+cl" in variant
-    if variant.startswith("fused"):
-        return fuse_model(
-            model,
-            channels_last=cl,
-            compile="+compile" in variant,
-            compile_options={"dynamic": False},
-            example_input=example,
-        )
-    m = model.eval() if variant == "eager" else copy.deepcopy(model).eval()
-    if cl:
-        m = m.to(memory_format=torch.channels_last)
-    if "+compile" in variant:
-        m = torch.compile(m, dynamic=False)
-    return m
-
-
-def runtime_runners(
-    model: nn.Module, runtimes: Sequence[str], shape: tuple[int, ...]
-) -> dict[str, OnnxRunner]:
-    """``model`` exported to ONNX at the fixed ``shape`` and loaded in each of ``runtimes``.
-
-    The file is exported from ``zoo.fuse``'s graph (BN folded; measured as fast as or faster
-    than the eager graph in both runtimes, which fold BN themselves) and not checked here:
-    tests/deploy/test_runtimes.py holds the runners to the eager outputs. Runtimes threads:
-    torch's current count. Raises when the export or a runtime fails.
-    """
-    with tempfile.TemporaryDirectory() as tmpdir:
-        path = Path(tmpdir) / "model.onnx"
-        export_onnx(
-            model,
-            path,
-            fuse=True,
-            input_size=tuple(shape[1:]),
-            batch_size=shape[0],
-            dynamic_batch=False,
-            check=False,
-        )
-        return {rt: OnnxRunner(path, rt) for rt in runtimes}  # sessions hold the graph
-
-
-def _runners_for(
-    name: str,
-    variants: list[str],
-    peers: Sequence[PeerSpec],
-    twins: Sequence[str],
-    input_size: tuple[int, int, int],
-    notes: list[str],
-    batch: int = 1,
-) -> list[Runner]:
-    """Runners for the zoo model's variants, its peers and its binary twins, at one input size.
-
-    Variants named in ``RUNTIMES`` run the model exported to ONNX at ``batch`` in that
-    runtime; a runtime that is not installed is left out with a note.
-    """
-    example = torch.randn(1, *input_size)
-    base = create(name).eval()
-    macs, params = _macs(base, input_size), _params(base)
-    runners = []
-    for rt in [v for v in variants if v in RUNTIMES and missing_runtime(v)]:
-        notes.append(f"{rt} rows skipped: {missing_runtime(rt)}")
-    variants = [v for v in variants if v not in RUNTIMES or not missing_runtime(v)]
-    onnx_runners: dict[str, OnnxRunner] = {}
-    onnx_error = ""
-    if any(v in RUNTIMES for v in variants):
-        try:
-            rts = [v for v in variants if v in RUNTIMES]
-            onnx_runners = runtime_runners(base, rts, (batch, *input_size))
-        except Exception as err:  # reported in the table like any failing variant
-            onnx_error = short_error(err)
-    for v in variants:
-        if v in RUNTIMES:
-            r = Runner(f"zoo {v}", "zoo", v, fn=onnx_runners.get(v, lambda x: None))
-            r.macs, r.params, r.error = macs, params, onnx_error
-            runners.append(r)
-            continue
-        label = "zoo" if v == "eager" else f"zoo {v}"
-        r = Runner(label, "zoo", v, fn=lambda x: None, channels_last="+cl" in v)
-        r.macs, r.params = macs, params
-        try:
-            r.fn = _make_variant(base, v, example)
-        except Exception as err:
-            r.error = short_error(err)
-        runners.append(r)
-    for spec in peers:
-        try:
-            peer = build_peer(spec).eval()
-        except PeerUnavailable as err:
-            notes.append(f"{name}: peer {spec.label} skipped ({err})")
-            continue
-        r = Runner(spec.label, "peer", "eager", fn=peer, params=_params(peer))
-        try:
-            r.macs = _macs(peer, input_size)
-        except Exception as err:  # e.g. a fixed-size final pooling layer
-            r.error = f"fails at input {input_size}: {short_error(err)}"
-        runners.append(r)
-    for twin in twins:
-        twin_variants = [v for v in variants if v in ("eager", "fused")]
-        if twin.startswith("xnor_"):
-            twin_variants.append("packed")
-        for v in twin_variants:
-            label = twin if v == "eager" else f"{twin} {v}"
-            r = Runner(label, "twin", v, fn=lambda x: None, macs=macs)
-            try:
-                tm = create(twin).eval()
-                r.params = _params(tm)
-                r.fn = _make_variant(tm, v, example)
-            except Exception as err:
-                r.error = short_error(err)
-            runners.append(r)
-    return runners
 
 
 def benchmark_model(
@@ -232,35 +91,59 @@ def benchmark_model(
     min_run_s: float = 0.05,
     notes: list[str] | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    threads: Sequence[int] | None = None,
 ) -> list[Measurement]:
     """Time zoo model ``name`` (eager and the requested variants), its peers and twins.
 
     ``runtimes`` (names from ``zoo.deploy.runtimes.RUNTIMES``) adds the model exported to ONNX
     and run in each of them, with torch's thread count; absent ones are skipped with a note.
+    ``threads``: torch thread counts to time at, each in turn (default: the current count,
+    which is restored afterwards); runners are rebuilt per count, as compiled code and runtime
+    sessions fix theirs, and every row carries its count.
     """
     notes = notes if notes is not None else []
     peers = PEERS.get(name, []) if peers is None else peers
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
-    variants = _zoo_variants(fuse, channels_last, compile) + list(dict.fromkeys(runtimes))
+    bad = [t for t in threads or () if int(t) < 1]
+    if bad:
+        raise ValueError(f"thread counts must be >= 1, got {bad}")
+    variants = zoo_variants(fuse, channels_last, compile) + list(dict.fromkeys(runtimes))
+    before = torch.get_num_threads()
+    counts = list(dict.fromkeys(int(t) for t in threads)) if threads else [before]
     results: list[Measurement] = []
-    for batch in batch_sizes:
-        runners = _runners_for(name, variants, peers, twins, input_size, notes, batch)
-        x = torch.randn(batch, *input_size)
-        time_runners(runners, x, repeats, warmup, min_run_s, timer)
-        for r in runners:
-            m = Measurement(
-                name, r.label, r.kind, r.variant, batch, r.macs, r.params, r.times, r.error
-            )
-            if r.kind == "zoo" and not r.error:
-                for p in runners:
-                    if p.kind == "peer" and not p.error:
-                        m.ratios[p.label] = paired_ratio(r.times, p.times)
-            results.append(m)
-        del runners
-        gc.collect()
+    try:
+        for count in counts:
+            torch.set_num_threads(count)
+            for batch in batch_sizes:
+                runners = runners_for(name, variants, peers, twins, input_size, notes, batch)
+                x = torch.randn(batch, *input_size)
+                time_runners(runners, x, repeats, warmup, min_run_s, timer)
+                results += _measurements(name, runners, batch, count)
+                del runners
+                gc.collect()
+    finally:
+        torch.set_num_threads(before)
     return results
+
+
+def _measurements(
+    name: str, runners: Sequence[Runner], batch: int, threads: int
+) -> list[Measurement]:
+    """One row per runner, zoo rows with their paired ratio to every timed peer."""
+    rows = []
+    for r in runners:
+        m = Measurement(
+            name, r.label, r.kind, r.variant, batch, r.macs, r.params, r.times, r.error,
+            threads=threads,
+        )  # fmt: skip
+        if r.kind == "zoo" and not r.error:
+            for p in runners:
+                if p.kind == "peer" and not p.error:
+                    m.ratios[p.label] = paired_ratio(r.times, p.times)
+        rows.append(m)
+    return rows
 
 
 # ---------------------------------------------------------------- command line
@@ -304,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input-size", type=image_size, default=224)
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="torch threads (default: torch's)"
+        "--threads",
+        nargs="+",
+        type=positive_int,
+        default=None,
+        help="torch thread counts: every measurement runs at each in turn, e.g. --threads 1 2 "
+        "(default: torch's count)",
     )
     p.add_argument(
         "--timer",
@@ -365,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:  # ranges are checked by the parser's types
-        torch.set_num_threads(args.threads)
+    # ranges are checked by the parser's types; the highest count is set for the rest
+    counts = list(dict.fromkeys(args.threads or [torch.get_num_threads()]))
+    torch.set_num_threads(max(counts))
     try:
         names = select_models(args.models)
     except ValueError as err:
@@ -376,9 +265,10 @@ def _main(argv: list[str] | None) -> int:
     # whichever implementation's init avoids them; flush them for every model alike.
     torch.set_flush_denormal(True)
     meta = machine_info()
+    meta["threads"] = ", ".join(map(str, counts))
     load_before = load_average()
     print(
-        f"torch {meta['torch']}, {torch.get_num_threads()} threads, {meta['cpu']}, "
+        f"torch {meta['torch']}, {meta['threads']} threads, {meta['cpu']}, "
         f"{len(names)} models, batches {args.batch_sizes}, {args.repeats} repeats"
     )
     notes: list[str] = []
@@ -403,13 +293,14 @@ def _main(argv: list[str] | None) -> int:
                 min_run_s=args.min_run_ms / 1e3,
                 notes=notes,
                 timer=time.perf_counter if args.timer == "wall" else time.process_time,
+                threads=counts,
             )
         except (ValueError, RuntimeError) as err:
             notes.append(f"{name}: not timed ({short_error(err)})")
             continue
         results += rows
         _print_rows(rows)
-    extra = binary_kernel_report() if args.binary_kernel else []
+    extra = binary_kernel_report() if args.binary_kernel else []  # 1 and max(counts) threads
     for line in extra:
         if line.startswith("|") or line.startswith("Where") or line.startswith("Its"):
             print(line)
@@ -425,7 +316,7 @@ def _main(argv: list[str] | None) -> int:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
     if args.plot and results:
-        plot_latency(results, args.plot, batch=min(args.batch_sizes))
+        plot_latency(results, args.plot, batch=min(args.batch_sizes), threads=max(counts))
         print(f"wrote {args.plot}")
     for n in dict.fromkeys(notes):
         print(f"note: {n}")
@@ -437,4 +328,6 @@ def _print_rows(rows: Sequence[Measurement]) -> None:
     for m in rows:
         ratios = " ".join(f"{k}={v:.2f}" for k, v in m.ratios.items())
         status = f"FAILED {m.error}" if m.error else f"{m.ms:8.2f} ms {m.images_s:8.1f} img/s"
-        tqdm.write(f"  {m.model:28s} b{m.batch:<3d} {m.label:34s} {status} {ratios}")
+        tqdm.write(
+            f"  {m.model:28s} b{m.batch:<3d} t{m.threads:<2d} {m.label:34s} {status} {ratios}"
+        )

@@ -1,9 +1,10 @@
 """The benchmark report: Markdown tables from timing measurements, and the latency plot.
 
-``render_markdown`` writes ``docs/benchmarks.md``: zoo vs peers per batch size, inference
-options, which option helps which family, float vs binary twins, packed XNOR, the targets
-and the method. ``plot_latency`` draws latency against MACs. Rendering only: nothing is timed
-here (see ``zoo.deploy.timing``).
+``render_markdown`` writes ``docs/benchmarks.md``: per thread count, zoo vs peers per batch
+size, inference options, which option helps which family, float vs binary twins, packed
+XNOR; then the targets (``zoo.deploy.bench_targets``) per thread count and the method.
+``plot_latency`` draws latency against MACs. Rendering only: nothing is timed here (see
+``zoo.deploy.timing``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from zoo.deploy.runtimes import RUNTIMES
+from zoo.deploy.bench_targets import target_lines
 from zoo.deploy.timing import Measurement, paired_ratio
 from zoo.registry import get_cfg
 from zoo.utils import atomic_path
@@ -188,67 +189,6 @@ def _packed_table(results: Sequence[Measurement]) -> list[str]:
     return out
 
 
-def _targets(results: Sequence[Measurement]) -> list[str]:
-    """The issue's targets: unfused ratio >= 1.0; fused ratio >= 1.3 at batch 1."""
-    out = []
-    eager = [
-        (m, peer, r)
-        for m in results
-        if m.kind == "zoo" and m.variant == "eager" and not m.error
-        for peer, r in m.ratios.items()
-    ]
-    if eager:
-        ok = [t for t in eager if t[2] >= 1.0]
-        out.append(f"- unfused zoo at least as fast as the peer: {len(ok)}/{len(eager)}")
-        out += [
-            f"  - below: {m.model} vs {peer} @ batch {m.batch}: {r:.2f} (noise {_pct(m.spread)})"
-            for m, peer, r in eager
-            if r < 1.0
-        ]
-    best: dict[tuple[str, str], tuple[float, str, float]] = {}  # -> (best, variant, plain fused)
-    for m in results:
-        if m.kind != "zoo" or not m.variant.startswith("fused") or m.batch != 1 or m.error:
-            continue
-        for peer, r in m.ratios.items():
-            cur = best.get((m.model, peer), (float("-inf"), "", float("nan")))
-            plain = r if m.variant == "fused" else cur[2]
-            top = (r, m.variant) if r > cur[0] else cur[:2]
-            best[(m.model, peer)] = (*top, plain)
-    if best:
-        plain_ok = sum(v[2] >= 1.3 for v in best.values())
-        best_ok = sum(v[0] >= 1.3 for v in best.values())
-        out.append(
-            f"- fused zoo >= 1.3x the peer's eager model at batch 1: {plain_ok}/{len(best)} "
-            f"with `fuse(model)`, {best_ok}/{len(best)} with the best fused option"
-        )
-        out += [
-            f"  - below: {model} vs {peer}: fused {plain:.2f}, best {r:.2f} ({variant})"
-            for (model, peer), (r, variant, plain) in best.items()
-            if not plain >= 1.3
-        ]
-    return out + _runtime_targets(results)
-
-
-def _runtime_targets(results: Sequence[Measurement]) -> list[str]:
-    """How often each ONNX runtime beats the peer's eager model (a deploy path past PyTorch)."""
-    out = []
-    for rt in dict.fromkeys(m.variant for m in results if m.kind == "zoo"):
-        pairs = [
-            (m, peer, r)
-            for m in results
-            if m.kind == "zoo" and m.variant == rt and rt in RUNTIMES and not m.error
-            for peer, r in m.ratios.items()
-        ]
-        if pairs:
-            ok = sum(r > 1.0 for _, _, r in pairs)
-            worst = min(pairs, key=lambda t: t[2])
-            out.append(
-                f"- {rt} faster than the peer's eager model: {ok}/{len(pairs)} (lowest "
-                f"{worst[2]:.2f}x: {worst[0].model} vs {worst[1]} @ batch {worst[0].batch})"
-            )
-    return out
-
-
 def _pct(v: float) -> str:
     return "-" if v != v else f"{v:.0%}"
 
@@ -277,6 +217,10 @@ METHOD = """\
   with every graph optimisation and sequential execution, OpenVINO with the latency hint, one
   stream and float32 arithmetic. *ratio onnxruntime* = peer eager ms / onnxruntime ms. Their
   outputs equal the eager model's (tests/deploy/test_runtimes.py).
+- Threads: with several counts (`--threads 1 2`) every measurement runs at each count in
+  turn (`torch.set_num_threads`; the runtimes' intra-op threads and compiled code follow, so
+  those are rebuilt per count), and each count has its own tables and targets. The plot shows
+  the highest count.
 - timer `cpu` = this process's CPU time instead of wall time: it ignores time spent waiting
   for a core on a busy machine and equals latency only when single-threaded.
 """
@@ -295,47 +239,21 @@ def render_markdown(
     lines.append("| " + " | ".join(meta) + " |")
     lines.append("|" + "---|" * len(meta))
     lines.append("| " + " | ".join(meta.values()) + " |")
-    for batch in dict.fromkeys(m.batch for m in results):
-        table = _peer_table(results, batch)
-        if len(table) > 2:
-            lines += ["", f"## Zoo vs peers, batch {batch}", ""] + table
-    options = _options_table(results)
-    if options:
-        lines += ["", "## Inference options (speed-up over the zoo eager model)", ""] + options
-    families = _family_table(results)
-    if families:
-        lines += [
-            "",
-            "## Which option helps which family",
-            "",
-            "Median over the family's models of the paired speed-up over the eager zoo model "
-            "(above 1.00x helps).",
-            "",
-        ] + families
-    twins = _twin_table(results)
-    if twins:
-        lines += [
-            "",
-            "## Float vs BWN vs XNOR twins",
-            "",
-            "Binary layers are simulated in float (sign and scale on every call), so they are "
-            "slower than float on CPU; the table measures that overhead.",
-            "",
-        ] + twins
-    packed = _packed_table(results)
-    if packed:
-        lines += [
-            "",
-            "## XNOR on packed bits, end to end",
-            "",
-            "`zoo.deploy.fuse_and_pack(model)`: binary convs and linears run as XOR + popcount on "
-            "bit-packed signs (the C++ kernel), BatchNorms after them folded into their scales; "
-            "first conv, depthwise convs and classifier stay float. Ratios are paired (above "
-            "1.00x the packed model is faster).",
-            "",
-        ] + packed
+    groups = _by_threads(results)
+    for count, rows in groups.items():
+        if len(groups) > 1:
+            lines += ["", f"## {_threads_label(count)}", ""]
+            lines.append(
+                f"Every table below ran with torch (and the runtimes) at {_threads_label(count)}."
+            )
+        lines += _tables(rows, "###" if len(groups) > 1 else "##")
     lines += list(extra)
-    targets = _targets(results)
+    targets = []
+    for count, rows in groups.items():
+        found = target_lines(rows)
+        if found and len(groups) > 1:
+            targets += ["", f"### {_threads_label(count)}", ""]
+        targets += found
     if targets:
         lines += ["", "## Targets", ""] + targets
     if notes:
@@ -344,17 +262,84 @@ def render_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def plot_latency(results: Sequence[Measurement], path: str | os.PathLike, batch: int = 1) -> None:
-    """Latency at ``batch`` against MACs (log-log): zoo eager, zoo fused and each peer."""
+def _by_threads(results: Sequence[Measurement]) -> dict[int, list[Measurement]]:
+    """Rows grouped by the thread count they ran with, in the order of the run."""
+    groups: dict[int, list[Measurement]] = {}
+    for m in results:
+        groups.setdefault(m.threads, []).append(m)
+    return groups
+
+
+def _threads_label(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def _tables(results: Sequence[Measurement], h: str) -> list[str]:
+    """The tables of one thread count, under headings of level ``h`` ("##" or "###")."""
+    out: list[str] = []
+    for batch in dict.fromkeys(m.batch for m in results):
+        table = _peer_table(results, batch)
+        if len(table) > 2:
+            out += ["", f"{h} Zoo vs peers, batch {batch}", ""] + table
+    options = _options_table(results)
+    if options:
+        out += ["", f"{h} Inference options (speed-up over the zoo eager model)", ""] + options
+    families = _family_table(results)
+    if families:
+        out += [
+            "",
+            f"{h} Which option helps which family",
+            "",
+            "Median over the family's models of the paired speed-up over the eager zoo model "
+            "(above 1.00x helps).",
+            "",
+        ] + families
+    twins = _twin_table(results)
+    if twins:
+        out += [
+            "",
+            f"{h} Float vs BWN vs XNOR twins",
+            "",
+            "Binary layers are simulated in float (sign and scale on every call), so they are "
+            "slower than float on CPU; the table measures that overhead.",
+            "",
+        ] + twins
+    packed = _packed_table(results)
+    if packed:
+        out += [
+            "",
+            f"{h} XNOR on packed bits, end to end",
+            "",
+            "`zoo.deploy.fuse_and_pack(model)`: binary convs and linears run as XOR + popcount on "
+            "bit-packed signs (the C++ kernel), BatchNorms after them folded into their scales; "
+            "first conv, depthwise convs and classifier stay float. Ratios are paired (above "
+            "1.00x the packed model is faster).",
+            "",
+        ] + packed
+    return out
+
+
+def plot_latency(
+    results: Sequence[Measurement],
+    path: str | os.PathLike,
+    batch: int = 1,
+    threads: int | None = None,
+) -> None:
+    """Latency at ``batch`` against MACs (log-log): zoo variants, each peer, the twins.
+
+    ``threads``: the rows of that thread count (default: the highest count in ``results``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6))
+    if threads is None:
+        threads = max((m.threads for m in results), default=0)
     groups: dict[str, list[Measurement]] = {}
     for m in results:
-        if m.batch != batch or m.error or not m.times:
+        if m.batch != batch or m.threads != threads or m.error or not m.times:
             continue
         if m.kind == "zoo":
             key = "zoo " + m.variant
@@ -373,7 +358,7 @@ def plot_latency(results: Sequence[Measurement], path: str | os.PathLike, batch:
     ax.set_yscale("log")
     ax.set_xlabel("MACs per image (millions, conv + linear)")
     ax.set_ylabel(f"latency at batch {batch} (ms, median)")
-    ax.set_title(f"CPU latency vs MACs ({torch.get_num_threads()} threads)")
+    ax.set_title(f"CPU latency vs MACs ({_threads_label(threads or torch.get_num_threads())})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

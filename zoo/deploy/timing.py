@@ -121,6 +121,7 @@ class Measurement:
     times: list[float]
     error: str = ""
     ratios: dict[str, float] = field(default_factory=dict)  # peer label -> paired ratio
+    threads: int = 0  # torch threads it ran with (0: not recorded)
 
     @property
     def ms(self) -> float:
