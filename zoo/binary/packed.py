@@ -78,6 +78,16 @@ class _PackedOptions(nn.Module):
         self.rprelu = copy.deepcopy(layer.rprelu)
         self.input_bn = copy.deepcopy(layer.input_bn)
 
+    @property
+    def packed(self) -> kernels.PackedWeight:
+        """The packed weight, built once per ``words`` tensor (``.to()`` replaces the buffer,
+        which rebuilds it); saves re-validating its shape on every call."""
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached.words is not self.words:
+            cached = kernels.PackedWeight(self.words, *self._meta)
+            self.__dict__["_packed"] = cached
+        return cached
+
     def _shift(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
         return x if self.threshold is None else x - self.threshold.to(x.dtype).view(shape)
 
@@ -112,10 +122,6 @@ class PackedBinaryConv2d(_PackedOptions):
         self.groups, self.padding_mode = layer.groups, layer.padding_mode
         self.pads = tuple(layer.pads())
         self.input_scale = layer.input_scale
-
-    @property
-    def packed(self) -> kernels.PackedWeight:
-        return kernels.PackedWeight(self.words, *self._meta)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.input_bn is not None:
@@ -170,7 +176,7 @@ class PackedBinaryLinear(_PackedOptions):
         if self.input_bn is not None:
             x = self.input_bn(x)
         xs = self._shift(x, (-1,))
-        dots = kernels.xnor_linear(xs, kernels.PackedWeight(self.words, *self._meta))
+        dots = kernels.xnor_linear(xs, self.packed)
         out = dots.to(x.dtype) * self.alpha.to(x.dtype)
         if self.input_scale:
             out = out * xs.abs().mean(-1, keepdim=True)

@@ -7,12 +7,16 @@ What it does, in order, on a deep copy put in eval mode:
    the BN by ``nn.Identity``;
 2. replaces dropout (a no-op in eval) by ``nn.Identity`` and deletes identities from plain
    ``nn.Sequential`` containers, so a ``ConvBNAct`` becomes two calls instead of three;
+   ShuffleNet v2 units concatenate and shuffle their branches in one copy;
 3. swaps grouped 1x1 convolutions (ShuffleNet v1) for :class:`GroupedPointwiseConv2d`, which
    runs all groups as one batched matmul when torch is single-threaded; PyTorch's own CPU path
    for them there runs one small convolution per group and concatenates the results;
 4. runs max/avg pooling of NCHW tensors in channels_last layout (:class:`FastMaxPool2d`),
    where PyTorch's CPU kernels are several times faster, and converts back;
-5. optionally converts weights to ``channels_last`` and wraps the result in ``torch.compile``.
+5. picks the weight layout (NCHW or ``channels_last``) that runs the example input faster on
+   this machine, timed once per kind of model, input shape and thread count
+   (:func:`zoo.deploy.rewrites.choose_channels_last`); optionally wraps the result in
+   ``torch.compile``.
 
 Binary layers (``zoo.binary``) re-binarize their latent weights (``alpha * sign(W)``) on every
 call, which dominates the run time of large binary models (~1 s per image for XNOR AlexNet).
@@ -35,6 +39,16 @@ from torch import nn
 
 from zoo.binary.layers import is_binary
 from zoo.binary.packed import pack_layers
+from zoo.deploy.rewrites import (
+    FastAvgPool2d,
+    FastMaxPool2d,
+    GroupedPointwiseConv2d,
+    choose_channels_last,
+    fast_pool_of,
+    interleave_shuffles,
+    is_grouped_pointwise,
+    set_conv_layout,
+)
 
 __all__ = [
     "FastAvgPool2d",
@@ -58,6 +72,7 @@ class FuseReport:
     dropped: list[str] = field(default_factory=list)  # no-op modules removed or replaced
     grouped_pointwise: list[str] = field(default_factory=list)  # convs run as one matmul
     pools: list[str] = field(default_factory=list)  # pools computed in channels_last
+    shuffles: list[str] = field(default_factory=list)  # concat + shuffle as one copy
     frozen_binary: list[str] = field(default_factory=list)  # binary layers with fixed weights
     channels_last: bool = False
     compiled: bool = False
@@ -70,6 +85,8 @@ class FuseReport:
             f"{len(self.grouped_pointwise)} grouped 1x1 convs as matmul",
             f"{len(self.pools)} pools in channels_last",
         ]
+        if self.shuffles:
+            parts.append(f"{len(self.shuffles)} concat+shuffles as one copy")
         if self.frozen_binary:
             parts.append(f"{len(self.frozen_binary)} binary layers frozen")
         if self.channels_last:
@@ -77,96 +94,6 @@ class FuseReport:
         if self.compiled:
             parts.append("torch.compile")
         return ", ".join(parts)
-
-
-class GroupedPointwiseConv2d(nn.Conv2d):
-    """A grouped 1x1, stride-1 ``nn.Conv2d`` computed as one batched matmul over the groups.
-
-    Same parameters and state_dict keys as the conv it replaces. ``policy="auto"`` takes the
-    matmul path only when torch runs single-threaded, where PyTorch's own kernel choice (one
-    small convolution per group, then a concat) is the slow one; with more threads PyTorch
-    uses oneDNN's grouped convolution. ``"always"`` forces the matmul. Inputs in
-    ``channels_last`` layout always go through the ordinary convolution.
-    """
-
-    policy: str = "auto"
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, policy: str = "auto") -> GroupedPointwiseConv2d:
-        """A twin of ``conv`` sharing its weight and bias Parameters."""
-        if policy not in ("auto", "always"):
-            raise ValueError(f"policy must be 'auto' or 'always', got {policy!r}")
-        if not _is_grouped_pointwise(conv):
-            raise ValueError(f"not a grouped 1x1 stride-1 unpadded convolution: {conv}")
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            1,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            device="meta",
-            dtype=conv.weight.dtype,
-        )
-        new.weight = conv.weight
-        new.bias = conv.bias
-        new.train(conv.training)
-        new.policy = policy
-        return new
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", policy={self.policy}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.dim() != 4
-            or not x.is_contiguous()
-            or (self.policy == "auto" and torch.get_num_threads() != 1)
-        ):
-            return super().forward(x)
-        n, c, h, w = x.shape
-        g = self.groups
-        weight = self.weight.view(g, self.out_channels // g, c // g)
-        out = torch.matmul(weight, x.view(n, g, c // g, h * w)).view(n, self.out_channels, h, w)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
-
-
-class _ChannelsLastPooling:
-    """Pool an NCHW tensor in channels_last layout and hand back NCHW.
-
-    PyTorch's NCHW pooling kernels on CPU are several times slower than its channels_last
-    ones (e.g. 3x3/2 max-pool of 24x112x112: ~2.9 ms vs ~0.3 ms single-threaded), more than
-    the two layout copies cost.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.is_contiguous() and x.shape[1] > 1 and x.shape[-1] * x.shape[-2] > 1:
-            cl = x.contiguous(memory_format=torch.channels_last)
-            return super().forward(cl).contiguous()  # type: ignore[misc]
-        return super().forward(x)  # type: ignore[misc]
-
-    @classmethod
-    def from_pool(cls, pool: nn.Module) -> nn.Module:
-        new = copy.copy(pool)
-        new.__class__ = cls
-        return new
-
-
-class FastMaxPool2d(_ChannelsLastPooling, nn.MaxPool2d):
-    """``nn.MaxPool2d`` computed in channels_last layout (same outputs, same layout out)."""
-
-
-class FastAvgPool2d(_ChannelsLastPooling, nn.AvgPool2d):
-    """``nn.AvgPool2d`` computed in channels_last layout (same outputs, same layout out)."""
-
-
-def _fast_pool(m: nn.Module) -> nn.Module | None:
-    if type(m) is nn.MaxPool2d and not m.return_indices:
-        return FastMaxPool2d.from_pool(m)
-    if type(m) is nn.AvgPool2d:
-        return FastAvgPool2d.from_pool(m)
-    return None
 
 
 def _is_frozen(module: nn.Module) -> bool:
@@ -179,17 +106,6 @@ def _freeze_binary(model: nn.Module, report: FuseReport) -> None:
         if is_binary(m) and not m.frozen:
             m.freeze_weight()
             report.frozen_binary.append(name)
-
-
-def _is_grouped_pointwise(m: nn.Module) -> bool:
-    return (
-        type(m) is nn.Conv2d
-        and 1 < m.groups < m.in_channels
-        and m.kernel_size == (1, 1)
-        and m.stride == (1, 1)
-        and m.padding in ((0, 0), "valid")
-        and m.padding_mode == "zeros"
-    )
 
 
 @torch.no_grad()
@@ -379,7 +295,7 @@ def fuse(
     grouped_matmul: bool | str = "auto",
     fast_pool: bool = True,
     freeze_binary: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     compile: bool = False,
     compile_options: dict[str, Any] | None = None,
     example_input: torch.Tensor | None = None,
@@ -390,9 +306,11 @@ def fuse(
     :class:`GroupedPointwiseConv2d` swap (``"auto"``: matmul only when single-threaded);
     ``fast_pool`` computes max/avg pooling of NCHW tensors in channels_last layout;
     ``freeze_binary`` stores binary layers' binarized weights once (see the module notes).
-    ``channels_last`` converts the weights, after which every
+    ``channels_last=True`` converts the weights, after which every
     layer runs in that layout (NCHW inputs are converted by the first conv; the logits are
-    the same); ``compile`` returns ``torch.compile(fused, **compile_options)``
+    the same); ``False`` keeps NCHW; ``None`` (default) times both on the example input and
+    keeps the faster (cached, so fusing the same kind of model again does not re-time it);
+    ``compile`` returns ``torch.compile(fused, **compile_options)``
     (compilation happens on the first call and needs a C++ compiler on CPU).
     ``example_input`` drives the graph walk that pairs convs with BNs (default: one random
     image of the model's input size). ``model.fuse_report`` says what was done.
@@ -406,8 +324,13 @@ def fuse(
         fused, report = _fuse_copy(
             model, fold_bn, drop_noops, grouped_matmul, fast_pool, freeze_binary, example_input
         )
+    if channels_last is None:
+        example = example_input if example_input is not None else default_example(fused)
+        channels_last = choose_channels_last(fused, example)
     if channels_last:
-        fused = fused.to(memory_format=torch.channels_last)
+        with torch.inference_mode(False):  # no inference tensors in the returned model
+            fused = fused.to(memory_format=torch.channels_last)
+        set_conv_layout(fused, True)
         report.channels_last = True
     fused.fuse_report = report
     if compile:
@@ -437,15 +360,16 @@ def _fuse_copy(
             report.folded.append((conv_name, bn_name))
     if drop_noops:
         _drop_noops(fused, report)
+    report.shuffles = interleave_shuffles(fused)
     if grouped_matmul:
         policy = "always" if grouped_matmul is True else grouped_matmul
         for name, m in list(fused.named_modules()):
-            if _is_grouped_pointwise(m):
+            if is_grouped_pointwise(m):
                 fused.set_submodule(name, GroupedPointwiseConv2d.from_conv(m, policy))
                 report.grouped_pointwise.append(name)
     if fast_pool:
         for name, m in list(fused.named_modules()):
-            new = _fast_pool(m)
+            new = fast_pool_of(m)
             if new is not None:
                 fused.set_submodule(name, new)
                 report.pools.append(name)
@@ -455,10 +379,16 @@ def _fuse_copy(
 
 
 @torch.no_grad()
-def fuse_and_pack(model: nn.Module) -> nn.Module:
+def fuse_and_pack(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
     """A real 1-bit inference copy: :func:`fuse` (a BN after a binary layer folds into its
     frozen weights, pools run in channels_last), then every XNOR layer on packed bits.
 
     The deployment path of an ``xnor_*`` model (``zoo.binary.pack`` packs without fusing).
+    The float convs around the packed layers then get the weight layout (NCHW or
+    channels_last) that runs the packed model faster here, as :func:`fuse` chooses it.
     """
-    return pack_layers(fuse(model, grouped_matmul=False))
+    fused = fuse(model, grouped_matmul=False, channels_last=False, example_input=example_input)
+    packed = pack_layers(fused)
+    example = example_input if example_input is not None else default_example(packed)
+    packed.fuse_report.channels_last = choose_channels_last(packed, example)
+    return packed

@@ -196,9 +196,24 @@ class ZooModel(nn.Module):
         self.grad_checkpointing = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The body's feature map (N, C, H', W')."""
-        self.check_input(x)
-        return run_body(self.features, x, checkpointed=self._checkpointing())[0]
+        """The body's feature map (N, C, H', W').
+
+        The fast path checks only the shape (a few integer compares); a wrong dtype makes the
+        first conv raise, and then :meth:`check_input` replaces that error with a clear one.
+        """
+        if (
+            type(x) is not torch.Tensor
+            or x.dim() != 4
+            or x.shape[1] != self.in_chans
+            or x.shape[2] < self.min_input_size
+            or x.shape[3] < self.min_input_size
+        ):
+            self.check_input(x)
+        try:
+            return run_body(self.features, x, checkpointed=self._checkpointing())[0]
+        except RuntimeError:
+            self.check_input(x)  # raises the clear error if the input is the cause
+            raise
 
     def _checkpointing(self) -> bool:
         return self.grad_checkpointing and self.training
