@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.binary import kernels
+from zoo.binary.kernels.prepared import PreparedXnorConv2d
 from zoo.binary.layers import BinaryConv2d, BinaryLinear, input_scale_map, is_binary
 from zoo.binary.quantizers import ApproxSign, SteSign
 
@@ -128,16 +129,28 @@ class PackedBinaryConv2d(_PackedOptions):
             x = self.input_bn(x)
         return self._epilogue(self._binary_conv(self._shift(x, (1, -1, 1, 1))), x)
 
+    def _prepared(self, pads: int | tuple[int, ...]) -> PreparedXnorConv2d:
+        """The kernel call with its arguments converted once; rebuilt when a tensor it holds
+        is replaced (``.to()``, BatchNorm folding), not when one changes in place."""
+        tensors = (self.words, self.alpha, self.bias)
+        cached = self.__dict__.get("_prepared_call")
+        if cached is not None and cached[1] == pads and all(
+            a is b for a, b in zip(cached[0], tensors, strict=True)
+        ):
+            return cached[2]
+        fn = PreparedXnorConv2d(
+            self.packed, self.stride, pads, self.dilation, scale=self.alpha, bias=self.bias
+        )
+        self.__dict__["_prepared_call"] = (tensors, pads, fn)
+        return fn
+
     def _binary_conv(self, x: Tensor) -> Tensor:
         """``popcount_conv(sign(x), sign(W)) * alpha (* K) + bias`` of the shifted input."""
         pads = self.pads
         if self.padding_mode != "zeros":  # pad the floats first, as the simulated layer does
             x, pads = F.pad(x, self.pads, mode=self.padding_mode), 0
         if not self.input_scale:  # alpha and bias applied by the kernel as it writes
-            return kernels.xnor_conv2d(
-                x, self.packed, self.stride, pads, self.dilation, self.groups,
-                scale=self.alpha, bias=self.bias,
-            )  # fmt: skip
+            return self._prepared(pads)(x)
         dots = kernels.xnor_conv2d(x, self.packed, self.stride, pads, self.dilation, self.groups)
         out = dots.to(x.dtype) * self.alpha.to(x.dtype).view(1, -1, 1, 1)
         xp = F.pad(x, self.pads) if self.padding_mode == "zeros" else x

@@ -52,9 +52,9 @@ def make_variant(model: nn.Module, variant: str, example: torch.Tensor) -> nn.Mo
         return fuse_and_pack(model)
     cl = "+cl" in variant
     if variant.startswith("fused"):
-        return fuse_model(
+        return fuse_model(  # "fused": zoo.fuse's default, which picks the faster layout
             model,
-            channels_last=cl,
+            channels_last=True if cl else None,
             compile="+compile" in variant,
             compile_options={"dynamic": False},
             example_input=example,

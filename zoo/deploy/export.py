@@ -271,7 +271,11 @@ def _fused(model: nn.Module, name: str, shape: tuple) -> nn.Module:
     """BN folded; grouped convs and pools kept as plain ops, which onnxruntime runs natively."""
     try:
         return fuse(
-            model, grouped_matmul=False, fast_pool=False, example_input=torch.randn(1, *shape[1:])
+            model,
+            grouped_matmul=False,
+            fast_pool=False,
+            channels_last=False,  # the runtime picks its own layout: no timing here
+            example_input=torch.randn(1, *shape[1:]),
         )
     except (ValueError, TypeError, RuntimeError) as err:
         raise _explain(err, name, shape) from err
