@@ -405,3 +405,28 @@ def test_channels_last_input_is_packed_where_it_lies(backend, dtype):
         nhwc = K.xnor_conv2d(x.contiguous(memory_format=torch.channels_last), packed, 1, 1)
     assert torch.equal(nhwc, nchw)
     assert torch.equal(nchw, run("torch", x, w, (1, 1), (1, 1, 1, 1), (1, 1), 2))
+
+
+@pytest.mark.parametrize("backend", CPP_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,hw", [(1, (6, 5)), (3, (3, 4))])  # blocks spanning images too
+def test_channels_last_affine_output_keeps_the_layout(backend, dtype, n, hw):
+    """Float outputs of a channels_last input are channels_last, with the NCHW values
+    (the AVX-512 path writes whole tiles transposed in registers); 13 output channels leave
+    a part tile of 5, 2 groups of 75 inputs a part word."""
+    gen = torch.Generator().manual_seed(5)
+    x = signed_input((n, 150, *hw)).to(dtype)
+    w = torch.randn(26, 75, 3, 3, generator=gen)
+    scale, bias = torch.rand(26, generator=gen), torch.randn(26, generator=gen)
+    packed = K.pack_conv_weight(w, groups=2)
+    with K.use_backend(backend):
+        nchw = K.xnor_conv2d(x, packed, 1, 1, scale=scale, bias=bias)
+        cl = x.contiguous(memory_format=torch.channels_last)
+        nhwc = K.xnor_conv2d(cl, packed, 1, 1, scale=scale, bias=bias)
+        dots = K.xnor_conv2d(cl, packed, 1, 1)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and dots.is_contiguous()
+    assert torch.equal(nhwc, nchw)
+    assert torch.equal(
+        nchw,
+        (dots.to(dtype) * scale.to(dtype).view(1, -1, 1, 1)) + bias.to(dtype).view(1, -1, 1, 1),
+    )

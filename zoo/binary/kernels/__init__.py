@@ -61,7 +61,7 @@ __all__ = [
 BACKENDS = ("auto", "avx512", "avx2", "portable", "torch")
 _CPP_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
 _SOURCES = ("xnor.cpp", "peak.cpp")
-_CFLAGS = ("-O3", "-fopenmp")
+_CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off")  # epilogues round as PyTorch does
 _LDFLAGS = ("-fopenmp",)
 
 logger = logging.getLogger(__name__)

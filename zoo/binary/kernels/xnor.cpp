@@ -376,6 +376,79 @@ ZOO_TARGET_AVX512 void panel_tile_avx512(const uint64_t* A, const uint64_t* B, i
                           _mm512_cvtepi64_epi32(acc[m][j]));
 }
 
+// 8 vectors of 8 int32 (v[j][i]: channel j, position i) -> v[i][j], in place.
+ZOO_TARGET_AVX512 inline void transpose8x8_epi32(__m256i (&v)[8]) {
+  __m256i t[8], u[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_epi32(v[k], v[k + 1]);
+    t[k + 1] = _mm256_unpackhi_epi32(v[k], v[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    u[k] = _mm256_unpacklo_epi64(t[k], t[k + 2]);      // positions 0, 4
+    u[k + 1] = _mm256_unpackhi_epi64(t[k], t[k + 2]);  // 1, 5
+    u[k + 2] = _mm256_unpacklo_epi64(t[k + 1], t[k + 3]);  // 2, 6
+    u[k + 3] = _mm256_unpackhi_epi64(t[k + 1], t[k + 3]);  // 3, 7
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Where a channels_last float32 tile goes: `dot * scale + bias` of output channels
+// [oc, oc + nr) at positions r0 .. r0 + nrows - 1, i.e. out[(r0 + i) * O + oc + j].
+struct NhwcTile {
+  float* out;  // at (r0, oc)
+  int64_t O;
+  const float* scale;  // at oc
+  const float* bias;   // at oc, or null
+  int32_t bits;
+  int nrows;
+  int nr;
+};
+
+// panel_tile_avx512 for a channels_last output: the accumulators (lanes = positions) are
+// transposed 8x8 in registers so that each position's channels are one contiguous store.
+template <int MV>
+ZOO_TARGET_AVX512 void panel_tile_nhwc_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
+                                              int64_t K, const NhwcTile& t) {
+  constexpr int NR = 8;
+  __m512i acc[MV][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MV; ++m)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[m][j] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512i av[MV];
+#pragma GCC unroll 8
+    for (int m = 0; m < MV; ++m) av[m] = _mm512_loadu_si512(A + (m * K + k) * 8);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const __m512i bv = _mm512_set1_epi64(static_cast<long long>(B[j * ks + k]));
+#pragma GCC unroll 8
+      for (int m = 0; m < MV; ++m)
+        acc[m][j] = _mm512_add_epi64(acc[m][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[m], bv)));
+    }
+  }
+  // 512-bit ops on the low 8 lanes (masked): no AVX-512VL needed.
+  const __mmask16 cm = static_cast<__mmask16>((1u << t.nr) - 1u);
+  const __m512 scale = _mm512_maskz_loadu_ps(cm, t.scale);
+  const __m512 bias = t.bias ? _mm512_maskz_loadu_ps(cm, t.bias) : _mm512_setzero_ps();
+  const __m256i bits = _mm256_set1_epi32(t.bits);
+  for (int m = 0; m < MV; ++m) {
+    __m256i v[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) v[j] = _mm512_cvtepi64_epi32(acc[m][j]);
+    transpose8x8_epi32(v);
+    for (int i = 0; i < 8 && m * 8 + i < t.nrows; ++i) {
+      const __m256i d = _mm256_sub_epi32(bits, _mm256_slli_epi32(v[i], 1));
+      const __m512 dots = _mm512_cvtepi32_ps(_mm512_zextsi256_si512(d));
+      _mm512_mask_storeu_ps(t.out + (m * 8 + i) * t.O, cm,
+                            _mm512_add_ps(_mm512_mul_ps(dots, scale), bias));
+    }
+  }
+}
+
 constexpr int kPanelMV = 2;  // panels (of 8 positions) per micro-tile: kRowBlock positions
 constexpr int kPanelNR = 8;  // output channels per micro-tile (Og_pad is a multiple of 8)
 static_assert(kPanelMV * 8 == kRowBlock, "a task's rows are one micro-tile of panels");
@@ -976,6 +1049,20 @@ struct AffineWriter<double> {  // float64 models: scale in double, as the float 
   bool column(int64_t, int64_t, const int32_t*, int, int, int32_t) const { return false; }
 };
 
+// A channels_last float32 output ([N, Ho, Wo, O] in memory). Only the AVX-512 panel phase
+// writes it (whole tiles, panel_tile_nhwc_avx512); the element-wise form is for completeness.
+struct NhwcWriter {
+  float* out;
+  int64_t P, O;
+  const float* scale;
+  const float* bias;  // may be null
+  void operator()(int64_t oc, int64_t off, int32_t dot) const {
+    const int64_t n = off / (O * P), pos = off - n * O * P;
+    out[(n * P + pos) * O + oc] = static_cast<float>(dot) * scale[oc] + (bias ? bias[oc] : 0.f);
+  }
+  bool column(int64_t, int64_t, const int32_t*, int, int, int32_t) const { return false; }
+};
+
 // Phase 2: tasks of (group, block of output channels, block of output positions), each
 // gathering its rows into thread-local scratch and running a popcount kernel on them.
 // Tasks are ordered so that a thread's consecutive tasks share their weight block, which it
@@ -1140,6 +1227,18 @@ void gemm_phase_panels(const uint64_t* packed, const uint64_t* wts, const Geom& 
       const int mv = nrows <= 8 ? 1 : kPanelMV;  // a last block of <= 8 rows: one panel
       const uint64_t* w_grp = wts + grp * g.Og_pad * g.Ks;
       for (int64_t o = o_begin; o < o_end; o += kPanelNR) {
+        if constexpr (std::is_same<Writer, NhwcWriter>::value) {
+          const int64_t oc = grp * g.Og + o;
+          const NhwcTile tile{write.out + r0 * g.O + oc, g.O, write.scale + oc,
+                              write.bias ? write.bias + oc : nullptr, bits,
+                              static_cast<int>(nrows),
+                              static_cast<int>(std::min<int64_t>(kPanelNR, g.Og - o))};
+          if (mv == 1)
+            panel_tile_nhwc_avx512<1>(cols, w_grp + o * g.Ks, g.Ks, g.K, tile);
+          else
+            panel_tile_nhwc_avx512<kPanelMV>(cols, w_grp + o * g.Ks, g.Ks, g.K, tile);
+          continue;
+        }
         if (mv == 1)
           panel_tile_avx512<1, kPanelNR>(cols, w_grp + o * g.Ks, g.Ks, g.K, pc);
         else
@@ -1263,8 +1362,14 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
       bias = bias_in.contiguous();
     }
   }
+  // Float outputs keep a channels_last input's layout (int32 dot products are NCHW); the
+  // AVX-512 float32 path writes it directly, the others convert at the end.
+  const bool nhwc_out = nhwc && affine;
+  const bool nhwc_tiles = nhwc_out && backend == kAvx512 && x.scalar_type() == at::kFloat;
   at::Tensor out = at::empty({g.N, g.O, g.Ho, g.Wo},
-                             affine ? x.options() : x.options().dtype(at::kInt));
+                             affine ? x.options() : x.options().dtype(at::kInt),
+                             nhwc_tiles ? at::MemoryFormat::ChannelsLast
+                                        : at::MemoryFormat::Contiguous);
   if (g.R == 0 || g.O == 0) return out;
   uint64_t* packed = scratch(tl_packed, static_cast<size_t>(g.N * g.H * g.W * g.G * g.Wg));
   Clock::time_point t0 = Clock::now();
@@ -1280,6 +1385,10 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
   const bool simd = backend == kAvx512;  // the column writers are AVX-512 code
   if (!affine) {
     run_phase2(packed, words, g, backend, IntWriter{out.data_ptr<int32_t>(), g.P, simd}, prof);
+  } else if (nhwc_tiles) {
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    run_phase2(packed, words, g, backend,
+               NhwcWriter{out.data_ptr<float>(), g.P, g.O, scale.data_ptr<float>(), b}, prof);
   } else {
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "xnor_affine", [&] {
@@ -1290,7 +1399,7 @@ at::Tensor run_conv(const at::Tensor& x_in, const at::Tensor& w_in, int64_t out_
     });
   }
   if (prof) prof->phase2 = seconds_since(t1);
-  return out;
+  return nhwc_out && !nhwc_tiles ? out.contiguous(at::MemoryFormat::ChannelsLast) : out;
 }
 
 at::Tensor xnor_conv2d(const at::Tensor& x, const at::Tensor& w, int64_t out_channels,
