@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 import zoo
 from zoo.data.classes import class_dirname
 from zoo.data.fashion_mnist import CLASSES
+from zoo.pretrained.files import CHECKPOINT_FORMAT
 from zoo.train import save_checkpoint
 from zoo.train.distill import load_teacher
 
@@ -57,6 +58,30 @@ def test_binary_twin_from_float_weights_keeps_their_head_and_input(float_model, 
     assert torch.equal(twin.classifier.weight, float_model.classifier.weight)
     assert twin.default_cfg["architecture"] == "bwn_shufflenet_g3"
     assert twin.pretrained_cfg["tag"] == "fashion_mnist"
+
+
+def test_binary_options_of_a_twin_from_float_weights_survive_a_checkpoint(tmp_path):
+    """Options given with from_float= are recorded, so a training checkpoint (what `zoo
+    train --model-kwargs` saves) rebuilds the same variant with the same outputs."""
+    opts = {"shortcut": "bireal", "threshold": "learned", "activation": "rprelu"}
+    twin = zoo.create("xnor_shufflenet_g3", from_float="fashion_mnist", **opts).eval()
+    assert opts.items() <= twin.default_cfg["model_kwargs"].items()
+    path = tmp_path / "last.pt"
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,  # the fields zoo.train's checkpoints carry
+            "arch": "xnor_shufflenet_g3",
+            "state_dict": twin.state_dict(),
+            "num_classes": twin.num_classes,
+            "in_chans": twin.in_chans,
+            "model_kwargs": twin.default_cfg["model_kwargs"],
+        },
+        path,
+    )
+    again = zoo.create(path).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(again(x), twin(x))
 
 
 def test_binary_twin_prefers_its_own_weights():

@@ -151,7 +151,12 @@ def _create_named(
             options, rest = split_binarize_kwargs(kwargs)
             float_model = _create_named(cfg.float_twin, float_weights, num_classes, in_chans, rest)
             model = binarize(float_model, cfg.binary, **options)
-            model.default_cfg = {**float_model.pretrained_cfg, "architecture": arch}
+            # The options are builder kwargs of the twin: recorded, so checkpoints and
+            # published files rebuild the same variant.
+            built = {**(float_model.pretrained_cfg.get("model_kwargs") or {}), **options}
+            model.default_cfg = {
+                **float_model.pretrained_cfg, "architecture": arch, "model_kwargs": built
+            }
             model.pretrained_cfg = model.default_cfg
             return model
     elif from_float not in (None, False):
