@@ -348,10 +348,11 @@ const LutFn kLutFns[4] = {&lut_rows_avx2<kLutMR, 1>, &lut_rows_avx2<kLutMR, 2>,
 // rows whose length is not a multiple of 8 words and no horizontal sums at the end. MV panels
 // (8 * MV positions) by NR output channels per micro-tile; popcounts out as int32
 // pc[j * 8 * MV + position].
+// The micro-tile's popcounts: acc[m][j] lane i = popcount of position m * 8 + i against
+// output channel j, summed over the K words.
 template <int MV, int NR>
-ZOO_TARGET_AVX512 void panel_tile_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
-                                         int64_t K, int32_t* pc) {
-  __m512i acc[MV][NR];
+ZOO_TARGET_AVX512 inline void panel_popcounts(const uint64_t* A, const uint64_t* B, int64_t ks,
+                                              int64_t K, __m512i (&acc)[MV][NR]) {
 #pragma GCC unroll 8
   for (int m = 0; m < MV; ++m)
 #pragma GCC unroll 16
@@ -368,6 +369,13 @@ ZOO_TARGET_AVX512 void panel_tile_avx512(const uint64_t* A, const uint64_t* B, i
         acc[m][j] = _mm512_add_epi64(acc[m][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[m], bv)));
     }
   }
+}
+
+template <int MV, int NR>
+ZOO_TARGET_AVX512 void panel_tile_avx512(const uint64_t* A, const uint64_t* B, int64_t ks,
+                                         int64_t K, int32_t* pc) {
+  __m512i acc[MV][NR];
+  panel_popcounts<MV, NR>(A, B, ks, K, acc);
 #pragma GCC unroll 16
   for (int j = 0; j < NR; ++j)
 #pragma GCC unroll 8
@@ -414,22 +422,7 @@ ZOO_TARGET_AVX512 void panel_tile_nhwc_avx512(const uint64_t* A, const uint64_t*
                                               int64_t K, const NhwcTile& t) {
   constexpr int NR = 8;
   __m512i acc[MV][NR];
-#pragma GCC unroll 8
-  for (int m = 0; m < MV; ++m)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[m][j] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < K; ++k) {
-    __m512i av[MV];
-#pragma GCC unroll 8
-    for (int m = 0; m < MV; ++m) av[m] = _mm512_loadu_si512(A + (m * K + k) * 8);
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const __m512i bv = _mm512_set1_epi64(static_cast<long long>(B[j * ks + k]));
-#pragma GCC unroll 8
-      for (int m = 0; m < MV; ++m)
-        acc[m][j] = _mm512_add_epi64(acc[m][j], _mm512_popcnt_epi64(_mm512_xor_si512(av[m], bv)));
-    }
-  }
+  panel_popcounts<MV, NR>(A, B, ks, K, acc);
   // 512-bit ops on the low 8 lanes (masked): no AVX-512VL needed.
   const __mmask16 cm = static_cast<__mmask16>((1u << t.nr) - 1u);
   const __m512 scale = _mm512_maskz_loadu_ps(cm, t.scale);
