@@ -10,6 +10,8 @@ import pytest
 import torch
 from train_helpers import FAST, MODEL
 
+from zoo.pretrained import manifests
+
 FM_ROOT = Path(os.environ.get("ZOO_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FM_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -91,3 +93,15 @@ def trained_run(fm_split_folder, tmp_path_factory) -> Path:
         ]
     )
     return out
+
+
+@pytest.fixture
+def weights_env(tmp_path, monkeypatch):
+    """An empty weights folder and cache for runs that publish: the repo's stay untouched."""
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(wdir))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    manifests.clear_cache()
+    yield wdir
+    manifests.clear_cache()

@@ -20,7 +20,6 @@ from train_helpers import FAST, MODEL
 import zoo
 from zoo.data import FashionMNIST
 from zoo.data.folder import stratified_split
-from zoo.pretrained import manifests
 from zoo.train import load_checkpoint, save_checkpoint
 from zoo.train import run as run_mod
 from zoo.train.data import load_datasets, train_transform
@@ -172,17 +171,6 @@ def test_recipe_transform_pads_then_erases_after_normalising():
     plain = run_mod.build_parser().parse_args([MODEL, "--dataset", "fashion-mnist"])
     plain_names = [type(t).__name__ for t in train_transform(cfg, plain).transforms]
     assert "PadRandomCrop" not in plain_names and "RandomErasing" not in plain_names
-
-
-@pytest.fixture
-def weights_env(tmp_path, monkeypatch):
-    wdir = tmp_path / "weights"
-    wdir.mkdir()
-    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(wdir))
-    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
-    manifests.clear_cache()
-    yield wdir
-    manifests.clear_cache()
 
 
 @pytest.mark.data

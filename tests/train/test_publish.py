@@ -23,17 +23,6 @@ from zoo.train.publish import publish, recipe_command
 from zoo.train.resume import plain_value
 
 
-@pytest.fixture
-def weights_env(tmp_path, monkeypatch):
-    wdir = tmp_path / "weights"
-    wdir.mkdir()
-    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(wdir))
-    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
-    manifests.clear_cache()
-    yield wdir
-    manifests.clear_cache()
-
-
 def _same_logits(a, b, size=32):
     x = torch.randn(4, 1, size, size)
     with torch.no_grad():
